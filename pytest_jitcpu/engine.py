@@ -1,0 +1,200 @@
+"""Run a model in every selected mode and dtype, compare with the eager fp32 reference, make records.
+
+Knows nothing about pytest: the plugin and the command line both call :func:`check`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import torch
+
+from . import modes as mode_impl
+from .compare import Tolerance, compare
+from .inputs import Inputs, normalize
+from .modes import Built, Fallback, Unavailable, first_line, timed_runs
+from .record import CheckResult, Record
+from .settings import DEFAULT_DTYPES, DEFAULT_MODES, TRACE_MODES, Settings, UsageError
+
+RUNS = 3  # runs per mode before comparing: TorchScript's profiling executor optimizes on later runs
+
+
+@contextlib.contextmanager
+def eval_mode(model: torch.nn.Module, notes: list[str]) -> Iterator[None]:
+    """Check in eval mode (as inference runs); say so when the model was training, and restore it."""
+    was_training = model.training
+    if was_training:
+        notes.append("model was in training mode; it was checked in eval mode (call model.eval())")
+        model.eval()
+    try:
+        yield
+    finally:
+        if was_training:
+            model.train()
+
+
+def _model_name(model: Any) -> str:
+    return type(model).__name__
+
+
+def check(
+    model: torch.nn.Module,
+    inputs: Any,
+    *,
+    modes: Any = DEFAULT_MODES,
+    dtypes: Any = DEFAULT_DTYPES,
+    atol: float | None = None,
+    rtol: float | None = None,
+    settings: Settings | None = None,
+    nodeid: str = "",
+    name: str | None = None,
+    generate: Any = None,
+    on_built: Callable[[Built], None] | None = None,
+) -> CheckResult:
+    """Check ``model`` on ``inputs`` (a dict of keyword arguments or a tuple of positional ones).
+
+    ``settings`` (from the plugin) wins over ``modes``/``dtypes``/``atol``/``rtol``. Returns the records
+    for every (mode, dtype); never raises for a model that cannot be traced (that is a ``fallback``).
+    """
+    if settings is None:
+        settings = Settings().updated(modes=modes, dtypes=dtypes, atol=atol, rtol=rtol)
+    if not isinstance(model, torch.nn.Module):
+        raise UsageError(f"model: expected a torch.nn.Module, got {type(model).__name__}; wrap a function in a Module")
+    batch = normalize(inputs)
+    label = name or _model_name(model)
+    notes: list[str] = []
+    with eval_mode(model, notes):
+        records = _check(model, batch, settings, nodeid, label, notes, generate, on_built)
+    return CheckResult(model=label, records=records[0], reference=records[1])
+
+
+def _record(nodeid: str, label: str, mode: str, dtype: str, status: str, **fields: Any) -> Record:
+    return Record(nodeid=nodeid, model=label, mode=mode, dtype=dtype, status=status, **fields)
+
+
+def _check(
+    model: torch.nn.Module,
+    batch: Inputs,
+    settings: Settings,
+    nodeid: str,
+    label: str,
+    notes: list[str],
+    generate: Any,
+    on_built: Callable[[Built], None] | None,
+) -> tuple[list[Record], Any]:
+    records: list[Record] = []
+    eager = mode_impl.build("eager", model, batch, "fp32")
+    reference, error, eager_fields = _reference(eager, batch)
+    if error is not None:
+        for dtype in settings.dtypes:
+            for mode in settings.modes:
+                reason = error if mode == "eager" else f"not run: the eager reference failed ({error})"
+                records.append(_record(nodeid, label, mode, dtype, "error", reason=reason, notes=list(notes)))
+        return records, None
+
+    for dtype in settings.dtypes:
+        tolerance = Tolerance(dtype, settings.atol, settings.rtol)
+        for mode in settings.modes:
+            if mode == "eager" and dtype == "fp32":
+                records.append(_record(nodeid, label, "eager", "fp32", "pass", notes=list(notes), **eager_fields))
+                continue
+            records.append(
+                _check_mode(
+                    model, batch, mode, dtype, reference, tolerance, settings, nodeid, label, notes, generate, on_built
+                )
+            )
+    return records, reference
+
+
+def _reference(eager: Built, batch: Inputs) -> tuple[Any, str | None, dict[str, Any]]:
+    """Run eager fp32 three times: the reference, a determinism check, a timing."""
+    try:
+        reference, latency = timed_runs(eager, batch, RUNS)
+        first = eager.run(batch.clone())
+    except Exception as exc:
+        return None, f"eager run failed: {first_line(exc)}", {}
+    same = compare(reference, first, Tolerance("fp32", 0.0, 0.0))
+    if not same.ok:
+        detail = same.reason or f"max abs diff {same.max_abs_diff:.3g} at {same.worst}"
+        return (
+            None,
+            f"eager reference is nondeterministic: two eager runs differ ({detail}); random ops or dropout?",
+            {},
+        )
+    return reference, None, {"max_abs_diff": 0.0, "max_rel_diff": 0.0, "latency_ms": latency}
+
+
+def _check_mode(
+    model: torch.nn.Module,
+    batch: Inputs,
+    mode: str,
+    dtype: str,
+    reference: Any,
+    tolerance: Tolerance,
+    settings: Settings,
+    nodeid: str,
+    label: str,
+    notes: list[str],
+    generate: Any,
+    on_built: Callable[[Built], None] | None,
+) -> Record:
+    rec = _record(nodeid, label, mode, dtype, "pass", notes=list(notes))
+    try:
+        built = mode_impl.build(mode, model, batch, dtype)
+    except Unavailable as exc:
+        rec.status, rec.reason = "unavailable", str(exc)
+        return rec
+    except Fallback as exc:
+        rec.status, rec.reason, rec.warnings = "fallback", exc.reason, exc.warnings
+        return rec
+    except Exception as exc:
+        rec.status, rec.reason = "fallback", first_line(exc)
+        return rec
+    rec.frozen, rec.warnings, rec.fused_ops = built.frozen, built.warnings, built.fused_ops
+    rec.compile_time_ms = built.compile_time_ms
+    rec.notes.extend(built.notes)
+    try:
+        out, rec.latency_ms = timed_runs(built, batch, RUNS)
+    except Exception as exc:
+        rec.status, rec.reason = "fallback", f"{mode} module failed to run: {first_line(exc)}"
+        return rec
+    if built.fused_ops is None and hasattr(built, "collect_fused_ops"):
+        rec.fused_ops = built.collect_fused_ops()  # type: ignore[attr-defined]
+    result = compare(reference, out, tolerance, allow_float_dtype_change=dtype != "fp32")
+    rec.max_abs_diff, rec.max_rel_diff, rec.worst = result.max_abs_diff, result.max_rel_diff, result.worst
+    rec.atol, rec.rtol = result.atol, result.rtol
+    if not result.ok:
+        rec.status, rec.reason = "mismatch", result.reason
+        return rec
+    if on_built is not None:
+        on_built(built)
+    _after_pass(model, batch, built, rec, tolerance, settings, generate)
+    return rec
+
+
+def _after_pass(
+    model: torch.nn.Module,
+    batch: Inputs,
+    built: Built,
+    rec: Record,
+    tolerance: Tolerance,
+    settings: Settings,
+    generate: Any,
+) -> None:
+    """Checks that only make sense once a mode matched on the example inputs."""
+    if rec.mode == "eager":
+        return
+    try:
+        from . import generalize
+    except ImportError:
+        generalize = None  # type: ignore[assignment]
+    if generalize is not None and settings.examples > 0:
+        generalize.check(model, batch, built, rec, tolerance, settings, generate)
+    if settings.serialize and rec.mode in TRACE_MODES:
+        try:
+            from . import serialize
+        except ImportError:
+            return
+        serialize.check(batch, built, rec)

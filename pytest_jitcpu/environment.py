@@ -1,0 +1,79 @@
+"""What machine and stack a report was made on: versions, CPU model, ISA, BF16 support, threads."""
+
+from __future__ import annotations
+
+import functools
+import platform
+from pathlib import Path
+from typing import Any
+
+import torch
+
+
+@functools.lru_cache(maxsize=1)
+def cpu_flags() -> frozenset[str]:
+    """The flags of the first CPU in /proc/cpuinfo (empty where there is no such file)."""
+    try:
+        text = Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return frozenset()
+    for line in text.splitlines():
+        if line.startswith("flags"):
+            return frozenset(line.split(":", 1)[1].split())
+    return frozenset()
+
+
+@functools.lru_cache(maxsize=1)
+def cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace").splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def isa() -> str:
+    """torch's view of the CPU's vector ISA, lower case: ``avx2``, ``avx512``, ``default`` ..."""
+    try:
+        return str(torch.backends.cpu.get_cpu_capability()).lower()
+    except Exception:
+        return "unknown"
+
+
+def native_bf16() -> bool:
+    """True when the CPU has bf16 instructions (AVX512_BF16, AMX or AVX-NE-CONVERT)."""
+    flags = cpu_flags()
+    return bool(flags & {"avx512_bf16", "amx_bf16", "avx_ne_convert"})
+
+
+def bf16_weight_prepack() -> bool:
+    """What IPEX's BF16 weight prepack needs: avx_ne_convert, or avx512bw+vl+dq."""
+    flags = cpu_flags()
+    return "avx_ne_convert" in flags or {"avx512bw", "avx512vl", "avx512dq"} <= flags
+
+
+def _version(module: str) -> str | None:
+    try:
+        from importlib.metadata import version
+
+        return version(module)
+    except Exception:
+        return None
+
+
+def environment() -> dict[str, Any]:
+    """The ``environment`` object of the JSON report."""
+    from . import ipex
+
+    return {
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "transformers": _version("transformers"),
+        "ipex": ipex.version() if ipex.load.cache_info().currsize else _version("intel-extension-for-pytorch"),
+        "cpu": cpu_name(),
+        "isa": isa(),
+        "bf16_native": native_bf16(),
+        "threads": torch.get_num_threads(),
+    }

@@ -1,0 +1,88 @@
+"""The object behind the ``jitcpu`` fixture: ``jitcpu.check(model, inputs, **overrides)``."""
+
+from __future__ import annotations
+
+import warnings
+from typing import Any
+
+import pytest
+
+from . import engine
+from .record import CheckResult, Record, format_table
+from .settings import Settings, UsageError
+
+
+class JitcpuFallbackWarning(UserWarning):
+    """A mode fell back (tracing failed; eager would be used). Fails the test with fallback="fail"."""
+
+
+class JitcpuChecker:
+    """Runs checks for one test and keeps their records for the reports."""
+
+    def __init__(self, settings: Settings, nodeid: str) -> None:
+        self.settings = settings
+        self.nodeid = nodeid
+        self.records: list[Record] = []
+        self.results: list[CheckResult] = []
+
+    def check(
+        self, model: Any, inputs: Any, *, name: str | None = None, generate: Any = None, **overrides: Any
+    ) -> CheckResult:
+        """Check ``model`` on ``inputs`` in every selected mode and dtype.
+
+        ``overrides``: modes, dtypes, atol, rtol, fallback, examples (win over the marker and options).
+        Fails the test on a mismatch, divergence or eager error; a fallback warns, fails or is expected
+        according to the fallback policy.
+        """
+        try:
+            settings = self.settings.updated(**overrides)
+        except UsageError as exc:
+            pytest.fail(f"jitcpu.check: {exc}", pytrace=False)
+        label = self._label(name or type(model).__name__)
+        try:
+            result = engine.check(model, inputs, settings=settings, nodeid=self.nodeid, name=label, generate=generate)
+        except UsageError as exc:
+            pytest.fail(f"jitcpu.check: {exc}", pytrace=False)
+        self.records.extend(result.records)
+        self.results.append(result)
+        self._verdict(result, settings)
+        return result
+
+    def _label(self, name: str) -> str:
+        """Several checks of the same model class in one test get distinct names: Bert, Bert#2, ..."""
+        used = {r.model for r in self.records}
+        if name not in used:
+            return name
+        n = 2
+        while f"{name}#{n}" in used:
+            n += 1
+        return f"{name}#{n}"
+
+    def _verdict(self, result: CheckResult, settings: Settings) -> None:
+        failed = result.failed
+        fallbacks = result.fallbacks
+        unexpected: list[Record] = []
+        if settings.fallback == "expect":
+            unexpected = [r for r in result.records if r.mode != "eager" and r.status == "pass"]
+        problems = list(failed)
+        if settings.fallback == "fail":
+            problems += fallbacks
+        if problems or unexpected:
+            head = f"jitcpu: {result.model}: "
+            parts = []
+            if problems:
+                parts.append(
+                    f"{len(problems)} check(s) failed: " + ", ".join(f"{r.mode}/{r.dtype} {r.status}" for r in problems)
+                )
+            if unexpected:
+                parts.append(
+                    "fallback expected but tracing succeeded (unexpected pass): "
+                    + ", ".join(f"{r.mode}/{r.dtype}" for r in unexpected)
+                )
+            pytest.fail(head + "; ".join(parts) + "\n" + format_table(result.records), pytrace=False)
+        if settings.fallback == "warn":
+            for r in fallbacks:
+                warnings.warn(
+                    JitcpuFallbackWarning(f"jitcpu: {result.model} {r.mode}/{r.dtype} fell back to eager: {r.reason}"),
+                    stacklevel=3,
+                )

@@ -1,0 +1,155 @@
+"""Model inputs: a dict of keyword arguments or a tuple of positional ones, and conversions between them.
+
+``trace-tuple`` needs the positional tuple a user of an old ``torch.jit.trace`` would have built: the
+dict's values in ``forward()``'s parameter order. A parameter missing between two given ones is filled
+with its default only when that default is a tensor (the only thing ``torch.jit.trace`` accepts);
+otherwise the mode falls back with that reason rather than bind a tensor to the wrong parameter.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from .settings import UsageError
+
+
+class NotTraceable(Exception):
+    """The inputs cannot be given to this mode; the message is the fallback reason."""
+
+
+@dataclass(frozen=True)
+class Inputs:
+    """One batch of model inputs: exactly one of ``kwargs`` / ``args`` is set."""
+
+    kwargs: dict[str, Any] | None = None
+    args: tuple[Any, ...] | None = None
+
+    @property
+    def is_dict(self) -> bool:
+        return self.kwargs is not None
+
+    def call(self, fn: Any) -> Any:
+        return fn(**self.kwargs) if self.kwargs is not None else fn(*self.args)
+
+    def clone(self) -> Inputs:
+        """A copy whose tensors a model may modify in place without touching the original."""
+        if self.kwargs is not None:
+            return Inputs(kwargs={k: _clone(v) for k, v in self.kwargs.items()})
+        return Inputs(args=tuple(_clone(v) for v in self.args))
+
+    def values(self) -> list[Any]:
+        return list(self.kwargs.values()) if self.kwargs is not None else list(self.args)
+
+    def describe(self) -> str:
+        """Shapes and dtypes, e.g. ``input_ids=int64[2, 7], attention_mask=int64[2, 7]``."""
+        if self.kwargs is not None:
+            return ", ".join(f"{k}={_describe(v)}" for k, v in self.kwargs.items())
+        return ", ".join(_describe(v) for v in self.args)
+
+
+def _clone(value: Any) -> Any:
+    if isinstance(value, torch.Tensor):
+        return value.clone()
+    if isinstance(value, Mapping):
+        return {k: _clone(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(_clone(v) for v in value)
+    return value
+
+
+def _describe(value: Any) -> str:
+    if isinstance(value, torch.Tensor):
+        return f"{str(value.dtype).replace('torch.', '')}{list(value.shape)}"
+    if isinstance(value, (list, tuple)):
+        return "(" + ", ".join(_describe(v) for v in value) + ")"
+    return type(value).__name__
+
+
+def normalize(inputs: Any) -> Inputs:
+    """Accept a dict (keyword arguments), a tuple/list (positional) or a single tensor."""
+    if isinstance(inputs, Inputs):
+        return inputs
+    if isinstance(inputs, Mapping):
+        bad = [k for k in inputs if not isinstance(k, str)]
+        if bad:
+            raise UsageError(f"inputs: dict keys must be parameter names (str), got {bad[0]!r}")
+        return Inputs(kwargs=dict(inputs))
+    if isinstance(inputs, (tuple, list)):
+        return Inputs(args=tuple(inputs))
+    if isinstance(inputs, torch.Tensor):
+        return Inputs(args=(inputs,))
+    raise UsageError(
+        f"inputs: expected a dict of keyword arguments or a tuple of positional arguments, got {type(inputs).__name__}"
+    )
+
+
+def forward_parameters(model: Any) -> list[inspect.Parameter]:
+    fn = model.forward if isinstance(model, torch.nn.Module) else model
+    try:
+        return list(inspect.signature(fn).parameters.values())
+    except (TypeError, ValueError) as exc:
+        raise NotTraceable(f"cannot read forward()'s signature: {exc}") from None
+
+
+_NAMED = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+
+
+def positional_order(model: Any, keys: list[str]) -> list[tuple[str, Any]]:
+    """The (name, filler) list that turns a dict with these keys into a positional tuple.
+
+    ``filler`` is None for a given key, or the tensor default used for a gap parameter.
+    Raises NotTraceable with the reason when no faithful tuple exists.
+    """
+    params = forward_parameters(model)
+    positional = [p for p in params if p.kind in _NAMED]
+    names = [p.name for p in positional]
+    for key in keys:
+        if key not in names:
+            keyword_only = any(p.name == key and p.kind == inspect.Parameter.KEYWORD_ONLY for p in params)
+            where = "a keyword-only parameter" if keyword_only else "not a positional parameter of forward()"
+            raise NotTraceable(f"input {key!r} is {where}, so it cannot be passed in a positional tuple")
+    if not keys:
+        return []
+    last = max(names.index(k) for k in keys)
+    order: list[tuple[str, Any]] = []
+    for param in positional[: last + 1]:
+        if param.name in keys:
+            order.append((param.name, None))
+        elif isinstance(param.default, torch.Tensor):
+            order.append((param.name, param.default))
+        else:
+            default = "no default" if param.default is inspect.Parameter.empty else f"default {param.default!r}"
+            raise NotTraceable(
+                f"parameter {param.name!r} (position {names.index(param.name)}) sits between given inputs and its "
+                f"{default} cannot be passed to torch.jit.trace; add it to the inputs or use trace-dict"
+            )
+    return order
+
+
+def as_positional(model: Any, inputs: Inputs) -> tuple[Any, ...]:
+    """The positional tuple for these inputs (see ``positional_order``)."""
+    if inputs.args is not None:
+        return inputs.args
+    order = positional_order(model, list(inputs.kwargs))
+    return tuple(inputs.kwargs[name] if filler is None else filler for name, filler in order)
+
+
+def as_keywords(model: Any, inputs: Inputs) -> dict[str, Any]:
+    """The keyword dict for these inputs, binding positional ones to forward()'s parameter names."""
+    if inputs.kwargs is not None:
+        return inputs.kwargs
+    params = forward_parameters(model)
+    named = [p for p in params if p.kind in _NAMED]
+    if len(inputs.args) > len(named):
+        raise NotTraceable(
+            f"{len(inputs.args)} positional inputs but forward() names only {len(named)} positional parameters"
+        )
+    for p in named[: len(inputs.args)]:
+        if p.kind == inspect.Parameter.POSITIONAL_ONLY:
+            raise NotTraceable(f"parameter {p.name!r} is positional-only, so it cannot be passed by keyword")
+    return {p.name: v for p, v in zip(named, inputs.args, strict=False)}

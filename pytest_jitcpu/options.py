@@ -1,0 +1,224 @@
+"""Command-line options, ini keys and environment variables, and how they resolve into Settings.
+
+Precedence: marker kwargs > command line > environment (``JITCPU_*``) > ini (``jitcpu_*``) > default.
+An error names the source that held the bad value.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+
+from .settings import (
+    DEFAULT_DTYPES,
+    DEFAULT_EXAMPLES,
+    DEFAULT_MODES,
+    DTYPES,
+    FALLBACK_POLICIES,
+    MODES,
+    Settings,
+    UsageError,
+    parse_dtypes,
+    parse_examples,
+    parse_fallback,
+    parse_modes,
+    parse_tolerance,
+)
+
+MARKER_KWARGS = ("modes", "dtypes", "atol", "rtol", "fallback", "examples")
+MARKER_LINE = (
+    "jitcpu(modes=None, dtypes=None, atol=None, rtol=None, fallback=None, examples=None): check models given to the "
+    f"jitcpu fixture in these modes ({', '.join(MODES)}) and dtypes ({', '.join(DTYPES)}), with these tolerances "
+    f"and fallback policy ({', '.join(FALLBACK_POLICIES)}); unset values come from the command line, JITCPU_* "
+    "environment variables and jitcpu_* ini keys."
+)
+
+
+def _argtype(parse: Callable[[Any, str], Any], flag: str) -> Callable[[str], Any]:
+    def convert(value: str) -> Any:
+        try:
+            return parse(value, flag)
+        except UsageError as exc:
+            raise argparse.ArgumentTypeError(str(exc).split(": ", 1)[-1]) from None
+
+    convert.__name__ = flag.lstrip("-").replace("-", "_")
+    return convert
+
+
+def _flag(value: str, source: str) -> bool:
+    text = str(value).strip().lower()
+    if text in ("1", "true", "yes", "on"):
+        return True
+    if text in ("0", "false", "no", "off", ""):
+        return False
+    raise UsageError(f"{source}: {value!r} is not a boolean; use true or false")
+
+
+@dataclass(frozen=True)
+class Option:
+    name: str  # e.g. "modes" -> --jitcpu-modes, jitcpu_modes, JITCPU_MODES
+    parse: Callable[[Any, str], Any]
+    help: str
+    default: Any
+
+    @property
+    def flag(self) -> str:
+        return f"--jitcpu-{self.name}"
+
+    @property
+    def ini(self) -> str:
+        return f"jitcpu_{self.name}"
+
+    @property
+    def env(self) -> str:
+        return f"JITCPU_{self.name.upper()}"
+
+
+OPTIONS = (
+    Option(
+        "modes", parse_modes, f"comma-separated modes to check, or 'all' ({', '.join(MODES)})", ",".join(DEFAULT_MODES)
+    ),
+    Option("dtypes", parse_dtypes, f"comma-separated dtypes ({', '.join(DTYPES)})", ",".join(DEFAULT_DTYPES)),
+    Option("fallback", parse_fallback, f"what a tracing fallback does ({', '.join(FALLBACK_POLICIES)})", "warn"),
+    Option("atol", parse_tolerance, "absolute tolerance for every dtype", "per-dtype scaled default"),
+    Option("rtol", parse_tolerance, "relative tolerance for every dtype", "1.3e-6 fp32, 1.6e-2 bf16"),
+    Option("examples", parse_examples, "generated inputs each passing trace is checked on (0: off)", DEFAULT_EXAMPLES),
+)
+
+
+def add_options(parser: pytest.Parser) -> None:
+    group = parser.getgroup("jitcpu", "jitcpu: check models under eager, TorchScript tracing and IPEX on CPU")
+    for opt in OPTIONS:
+        group.addoption(
+            opt.flag,
+            dest=f"jitcpu_{opt.name}",
+            type=_argtype(opt.parse, opt.flag),
+            default=None,
+            metavar=opt.name.upper(),
+            help=f"{opt.help}; env {opt.env}, ini {opt.ini}; default: {opt.default}",
+        )
+        parser.addini(opt.ini, f"{opt.help} (default: {opt.default})", default=None)
+    group.addoption(
+        "--jitcpu-ipex",
+        dest="jitcpu_ipex",
+        action="store_true",
+        default=None,
+        help="also check the ipex mode (Intel Extension for PyTorch); env JITCPU_IPEX, ini jitcpu_ipex; default: off",
+    )
+    parser.addini("jitcpu_ipex", "also check the ipex mode (default: false)", type="bool", default=False)
+    parser.addini(
+        "jitcpu_ipex_required",
+        "make --jitcpu-ipex a usage error when IPEX is not usable here (default: false)",
+        type="bool",
+        default=False,
+    )
+    group.addoption(
+        "--jitcpu-report",
+        dest="jitcpu_report",
+        action="append",
+        default=None,
+        metavar="PATH",
+        help="write a report; .json (schema jitcpu-report/1) or .md (CI step summary); repeatable; "
+        "env JITCPU_REPORT (paths separated by ','), ini jitcpu_report; default: none",
+    )
+    parser.addini("jitcpu_report", "report paths (.json, .md) (default: none)", type="args", default=[])
+    group.addoption(
+        "--jitcpu-baseline",
+        dest="jitcpu_baseline",
+        default=None,
+        metavar="PATH",
+        help="a previous JSON report: fail the session when a check got worse; env JITCPU_BASELINE, "
+        "ini jitcpu_baseline; default: none",
+    )
+    parser.addini("jitcpu_baseline", "a previous JSON report to gate on (default: none)", default=None)
+
+
+def session_settings(config: pytest.Config) -> Settings:
+    """Settings from command line > environment > ini > default (markers are applied per test)."""
+    values: dict[str, Any] = {}
+    for opt in OPTIONS:
+        cli = config.getoption(f"jitcpu_{opt.name}")
+        if cli is not None:
+            values[opt.name] = cli
+            continue
+        env = os.environ.get(opt.env)
+        if env is not None and env.strip():
+            values[opt.name] = opt.parse(env, f"environment variable {opt.env}")
+            continue
+        ini = config.getini(opt.ini)
+        if ini not in (None, "", []):
+            values[opt.name] = opt.parse(ini, f"ini option {opt.ini}")
+    settings = Settings()
+    for key, value in values.items():
+        settings = _replace(settings, key, value)
+    return _replace(settings, "ipex", ipex_requested(config))
+
+
+def _replace(settings: Settings, key: str, value: Any) -> Settings:
+    from dataclasses import replace
+
+    return replace(settings, **{key: value})
+
+
+def ipex_requested(config: pytest.Config) -> bool:
+    if config.getoption("jitcpu_ipex"):
+        return True
+    env = os.environ.get("JITCPU_IPEX")
+    if env is not None and env.strip():
+        return _flag(env, "environment variable JITCPU_IPEX")
+    return bool(config.getini("jitcpu_ipex"))
+
+
+def report_paths(config: pytest.Config) -> list[str]:
+    cli = config.getoption("jitcpu_report")
+    if cli:
+        paths = list(cli)
+    elif os.environ.get("JITCPU_REPORT", "").strip():
+        paths = [p.strip() for p in os.environ["JITCPU_REPORT"].split(",") if p.strip()]
+    else:
+        paths = list(config.getini("jitcpu_report"))
+    for path in paths:
+        if not path.endswith((".json", ".md")):
+            raise UsageError(f"--jitcpu-report: {path!r} must end in .json or .md")
+    return paths
+
+
+def baseline_path(config: pytest.Config) -> str | None:
+    return (
+        config.getoption("jitcpu_baseline")
+        or os.environ.get("JITCPU_BASELINE", "").strip()
+        or config.getini("jitcpu_baseline")
+        or None
+    )
+
+
+def marker_settings(base: Settings, marker: pytest.Mark | None, where: str) -> Settings:
+    """Apply a ``@pytest.mark.jitcpu(...)`` on top of the session settings."""
+    if marker is None:
+        return base
+    if marker.args:
+        raise UsageError(f"{where}: @pytest.mark.jitcpu takes keyword arguments only ({', '.join(MARKER_KWARGS)})")
+    unknown = [k for k in marker.kwargs if k not in MARKER_KWARGS]
+    if unknown:
+        raise UsageError(
+            f"{where}: @pytest.mark.jitcpu got unknown keyword {unknown[0]!r}; choose from {', '.join(MARKER_KWARGS)}"
+        )
+    parsers = {opt.name: opt.parse for opt in OPTIONS}
+    settings = base
+    for key, value in marker.kwargs.items():
+        if value is None:
+            continue
+        settings = _replace(settings, key, parsers[key](value, f"{where}: @pytest.mark.jitcpu({key}=...)"))
+    return settings
+
+
+def with_ipex(settings: Settings) -> Settings:
+    """--jitcpu-ipex adds the ipex mode to whatever modes were chosen."""
+    if settings.ipex and "ipex" not in settings.modes:
+        return _replace(settings, "modes", parse_modes([*settings.modes, "ipex"]))
+    return settings

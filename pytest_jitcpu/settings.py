@@ -1,0 +1,124 @@
+"""The names a user can pick from (modes, dtypes, fallback policies) and the parsing of their values.
+
+Shared by the pytest plugin and the command line, so a bad value reads the same everywhere:
+``--jitcpu-dtypes: unknown dtype 'bf8'; choose from fp32, bf16``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field, replace
+
+MODES: tuple[str, ...] = ("eager", "trace-dict", "trace-tuple", "ipex", "export", "compile")
+DEFAULT_MODES: tuple[str, ...] = ("eager", "trace-dict", "trace-tuple")
+TRACE_MODES: tuple[str, ...] = ("trace-dict", "trace-tuple", "ipex")
+DTYPES: tuple[str, ...] = ("fp32", "bf16")
+DEFAULT_DTYPES: tuple[str, ...] = ("fp32", "bf16")
+FALLBACK_POLICIES: tuple[str, ...] = ("warn", "fail", "expect")
+STATUSES: tuple[str, ...] = ("pass", "mismatch", "diverges", "fallback", "unavailable", "error")
+# Statuses that fail a test whatever the fallback policy says.
+FAILING_STATUSES: frozenset[str] = frozenset({"mismatch", "diverges", "error"})
+DEFAULT_EXAMPLES = 10
+
+
+class UsageError(ValueError):
+    """A value given by the user is not valid; the message names the source and the choices."""
+
+
+def _split(value: str | Iterable[str]) -> list[str]:
+    if isinstance(value, str):
+        items = value.replace(" ", ",").split(",")
+    else:
+        items = list(value)
+    return [str(item).strip() for item in items if str(item).strip()]
+
+
+def parse_choices(value: str | Iterable[str], choices: Sequence[str], what: str, source: str) -> tuple[str, ...]:
+    """Parse a comma-separated list (or a sequence) of names; ``all`` selects every choice."""
+    items = _split(value)
+    if items == ["all"]:
+        return tuple(choices)
+    if not items:
+        raise UsageError(f"{source}: no {what} given; choose from {', '.join(choices)}")
+    for item in items:
+        if item not in choices:
+            raise UsageError(f"{source}: unknown {what} {item!r}; choose from {', '.join(choices)}")
+    # Keep the canonical order and drop repeats.
+    return tuple(c for c in choices if c in items)
+
+
+def parse_modes(value: str | Iterable[str], source: str = "modes") -> tuple[str, ...]:
+    modes = parse_choices(value, MODES, "mode", source)
+    # eager is the reference: it always runs and always gets a record.
+    return modes if "eager" in modes else ("eager", *modes)
+
+
+def parse_dtypes(value: str | Iterable[str], source: str = "dtypes") -> tuple[str, ...]:
+    return parse_choices(value, DTYPES, "dtype", source)
+
+
+def parse_fallback(value: str, source: str = "fallback") -> str:
+    value = str(value).strip()
+    if value not in FALLBACK_POLICIES:
+        raise UsageError(f"{source}: unknown fallback policy {value!r}; choose from {', '.join(FALLBACK_POLICIES)}")
+    return value
+
+
+def parse_tolerance(value: str | float | None, source: str = "tolerance") -> float | None:
+    if value is None or (isinstance(value, str) and value.strip().lower() in ("", "default", "none")):
+        return None
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise UsageError(f"{source}: {value!r} is not a number; give a non-negative float such as 1e-5") from None
+    if not number >= 0 or number == float("inf"):
+        raise UsageError(f"{source}: {value!r} must be a finite number >= 0")
+    return number
+
+
+def parse_examples(value: str | int, source: str = "examples") -> int:
+    try:
+        number = int(value)
+    except (TypeError, ValueError):
+        raise UsageError(f"{source}: {value!r} is not an integer; give 0 to turn generated inputs off") from None
+    if number < 0:
+        raise UsageError(f"{source}: {value!r} must be >= 0 (0 turns generated inputs off)")
+    return number
+
+
+@dataclass(frozen=True)
+class Settings:
+    """What one ``check`` runs: resolved from marker, command line, environment, ini and defaults."""
+
+    modes: tuple[str, ...] = DEFAULT_MODES
+    dtypes: tuple[str, ...] = DEFAULT_DTYPES
+    atol: float | None = None
+    rtol: float | None = None
+    fallback: str = "warn"
+    examples: int = DEFAULT_EXAMPLES
+    ipex: bool = False
+    derandomize: bool = True
+    serialize: bool = True
+    extra: dict = field(default_factory=dict)
+
+    def updated(self, **changes: object) -> Settings:
+        """A copy with the given fields parsed and replaced (unknown names are usage errors)."""
+        parsed: dict[str, object] = {}
+        for key, value in changes.items():
+            if value is None and key not in ("atol", "rtol"):
+                continue
+            if key == "modes":
+                parsed[key] = parse_modes(value, "modes")  # type: ignore[arg-type]
+            elif key == "dtypes":
+                parsed[key] = parse_dtypes(value, "dtypes")  # type: ignore[arg-type]
+            elif key in ("atol", "rtol"):
+                parsed[key] = parse_tolerance(value, key)  # type: ignore[arg-type]
+            elif key == "fallback":
+                parsed[key] = parse_fallback(value, "fallback")  # type: ignore[arg-type]
+            elif key == "examples":
+                parsed[key] = parse_examples(value, "examples")  # type: ignore[arg-type]
+            elif key in ("ipex", "derandomize", "serialize"):
+                parsed[key] = bool(value)
+            else:
+                raise UsageError(f"unknown setting {key!r}")
+        return replace(self, **parsed)
