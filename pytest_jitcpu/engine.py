@@ -160,8 +160,8 @@ def _check_mode(
     except Exception as exc:
         rec.status, rec.reason = "fallback", f"{mode} module failed to run: {first_line(exc)}"
         return rec
-    if built.fused_ops is None and hasattr(built, "collect_fused_ops"):
-        rec.fused_ops = built.collect_fused_ops()  # type: ignore[attr-defined]
+    if built.probe_fused_ops is not None:
+        rec.fused_ops = built.fused_ops = built.probe_fused_ops()
     result = compare(reference, out, tolerance, allow_float_dtype_change=dtype != "fp32")
     rec.max_abs_diff, rec.max_rel_diff, rec.worst = result.max_abs_diff, result.max_rel_diff, result.worst
     rec.atol, rec.rtol = result.atol, result.rtol

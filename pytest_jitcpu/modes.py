@@ -46,6 +46,8 @@ class Built:
     fused_ops: list[str] | None = None
     compile_time_ms: float | None = None
     build_ms: float | None = None
+    # Called after the warm-up runs (IPEX fusions only show in the optimized graph after 2-3 runs).
+    probe_fused_ops: Callable[[], list[str]] | None = None
 
 
 def _collapse_tensors(text: str) -> str:
