@@ -37,8 +37,15 @@ def models() -> list[tuple[str, torch.nn.Module, dict[str, torch.Tensor]]]:
         ("bert", tf.BertModel(tf.BertConfig(vocab_size=1000, **SMALL)), text(1000)),
         (
             "bert-12-layers",
-            tf.BertModel(tf.BertConfig(vocab_size=1000, hidden_size=256, num_hidden_layers=12, num_attention_heads=4,
-                                       intermediate_size=1024)),
+            tf.BertModel(
+                tf.BertConfig(
+                    vocab_size=1000,
+                    hidden_size=256,
+                    num_hidden_layers=12,
+                    num_attention_heads=4,
+                    intermediate_size=1024,
+                )
+            ),
             text(1000, length=64),
         ),
         ("roberta", tf.RobertaModel(tf.RobertaConfig(vocab_size=1000, **SMALL)), text(1000)),
@@ -73,7 +80,9 @@ def models() -> list[tuple[str, torch.nn.Module, dict[str, torch.Tensor]]]:
             padding=True,
             return_tensors="pt",
         )
-        out.append(("all-MiniLM-L6-v2 (trained)", tf.AutoModel.from_pretrained(path, local_files_only=True), dict(batch)))
+        out.append(
+            ("all-MiniLM-L6-v2 (trained)", tf.AutoModel.from_pretrained(path, local_files_only=True), dict(batch))
+        )
     except Exception as exc:  # noqa: BLE001 - the real model is optional here
         print(f"skipping the real MiniLM: {exc}")
     return out

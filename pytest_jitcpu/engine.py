@@ -113,7 +113,7 @@ def _reference(eager: Built, batch: Inputs) -> tuple[Any, str | None, dict[str, 
     try:
         reference, latency = timed_runs(eager, batch, RUNS)
         first = eager.run(batch.clone())
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001
         return None, f"eager run failed: {first_line(exc)}", {}
     same = compare(reference, first, Tolerance("fp32", 0.0, 0.0))
     if not same.ok:
@@ -149,7 +149,7 @@ def _check_mode(
     except Fallback as exc:
         rec.status, rec.reason, rec.warnings = "fallback", exc.reason, exc.warnings
         return rec
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001
         rec.status, rec.reason = "fallback", first_line(exc)
         return rec
     rec.frozen, rec.warnings, rec.fused_ops = built.frozen, built.warnings, built.fused_ops
@@ -157,7 +157,7 @@ def _check_mode(
     rec.notes.extend(built.notes)
     try:
         out, rec.latency_ms = timed_runs(built, batch, RUNS)
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001
         rec.status, rec.reason = "fallback", f"{mode} module failed to run: {first_line(exc)}"
         return rec
     if built.probe_fused_ops is not None:

@@ -38,7 +38,7 @@ def isa() -> str:
     """torch's view of the CPU's vector ISA, lower case: ``avx2``, ``avx512``, ``default`` ..."""
     try:
         return str(torch.backends.cpu.get_cpu_capability()).lower()
-    except Exception:
+    except Exception:  # noqa: BLE001
         return "unknown"
 
 
@@ -59,7 +59,7 @@ def _version(module: str) -> str | None:
         from importlib.metadata import version
 
         return version(module)
-    except Exception:
+    except Exception:  # noqa: BLE001
         return None
 
 

@@ -121,7 +121,7 @@ def freeze(traced: Any, built_notes: list[str], seen: list[str]) -> tuple[Any, b
     try:
         with captured_warnings(seen):
             return torch.jit.freeze(traced.eval()), True
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001
         built_notes.append(f"torch.jit.freeze failed, ran unfrozen: {first_line(exc)}")
         return traced, False
 
@@ -140,7 +140,7 @@ def build_trace_dict(model: torch.nn.Module, inputs: Inputs, dtype: str) -> Buil
         raise Fallback(str(exc)) from None
     try:
         traced = _trace(model, dtype, seen, example_kwarg_inputs=kwargs)
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001
         raise Fallback(first_line(exc), seen) from None
     module, frozen = freeze(traced, notes, seen)
     names = list(kwargs)
@@ -162,7 +162,7 @@ def build_trace_tuple(model: torch.nn.Module, inputs: Inputs, dtype: str) -> Bui
         raise Fallback(str(exc)) from None
     try:
         traced = _trace(model, dtype, seen, example_inputs=args)
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001
         raise Fallback(first_line(exc), seen) from None
     module, frozen = freeze(traced, notes, seen)
 
