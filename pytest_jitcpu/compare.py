@@ -6,13 +6,13 @@ Default tolerances per dtype (how they were chosen: README "Tolerances", numbers
 * fp32: ``atol = 1e-5 x max(1, max|ref|)``, ``rtol = 1.3e-6`` (torch.testing's float32 defaults, with
   atol scaled to outputs larger than 1). Traced and eager fp32 agree to 0 or ~1e-7 on the
   architectures measured; a real trace bug differs by 1e-1 or more.
-* bf16: ``atol = 2e-2 x max|ref|`` per output tensor, ``rtol = 1.6e-2`` (two bf16 epsilons).
-  Autocast bf16 against the fp32 reference differs by up to ~7e-3 x max|ref| on the architectures
-  measured (BERT up to 12 layers, RoBERTa, DistilBERT, GPT-2, T5, ViT, the trained MiniLM), with
-  relative error unbounded near zero (up to 4e4), so assert_close's bf16 default (atol 1e-5) fails
-  sound models. At 1e-2 x max|ref| the worst model (ViT) had 1.6x headroom; 2e-2 gives >= 3x while a
-  trace bug (wrong mask, baked shape) still differs by 1e-1 x max|ref| or more. A user-given ``atol``
-  is absolute (not scaled).
+* bf16: ``atol = 5e-2 x max|ref|`` per output tensor, ``rtol = 1.6e-2`` (two bf16 epsilons).
+  Autocast bf16 against the fp32 reference differs by up to ~1e-2 x max|ref| on the architectures
+  measured (BERT up to 12 layers, RoBERTa, DistilBERT, GPT-2, T5, ViT, ConvNeXt, ResNet, the trained
+  MiniLM) and ~2e-2 on a ConvNeXt with 16 channels, with relative error unbounded near zero (up to
+  4e4), so assert_close's bf16 default (atol 1e-5) fails sound models. 5e-2 leaves >= 2.5x headroom
+  while a trace bug (wrong mask, baked shape, swapped inputs) differs by 1e-1 x max|ref| or more.
+  A user-given ``atol`` is absolute (not scaled).
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ import torch
 
 FP32_ATOL = 1e-5
 FP32_RTOL = 1.3e-6
-BF16_ATOL_SCALE = 2e-2
+BF16_ATOL_SCALE = 5e-2
 BF16_RTOL = 1.6e-2
 _FLOOR = 1e-6  # smallest scaled atol, so an all-zero output still gets a positive tolerance
 
