@@ -24,6 +24,7 @@ class JitcpuChecker:
         self.nodeid = nodeid
         self.records: list[Record] = []
         self.results: list[CheckResult] = []
+        self.reported = 0  # records already put on a test report
 
     def check(
         self, model: Any, inputs: Any, *, name: str | None = None, generate: Any = None, **overrides: Any

@@ -124,18 +124,27 @@ def jitcpu(request: pytest.FixtureRequest) -> JitcpuChecker:
 
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Generator[None, Any, Any]:
+    """Put the records made so far on this phase's report (a check may run in a fixture's setup or
+    teardown too); each record travels once, so xdist's controller sees every one."""
     report = yield
     checker = item.stash.get(CHECKER, None)
-    if report.when == "call":
-        if checker is not None and checker.records:
-            report.jitcpu = [r.to_json() for r in checker.records]
-            for r in checker.records:
-                report.user_properties.append((f"jitcpu:{r.model}:{r.mode}:{r.dtype}", r.short()))
-        elif item.get_closest_marker(MARKER) is not None and report.passed:
-            report.sections.append(("jitcpu", "marked jitcpu but no jitcpu.check() ran"))
-            item.warn(
-                pytest.PytestWarning(f"{item.nodeid}: marked @pytest.mark.jitcpu but jitcpu.check() was never called")
-            )
+    if checker is not None and checker.reported < len(checker.records):
+        fresh = checker.records[checker.reported :]
+        checker.reported = len(checker.records)
+        report.jitcpu = [r.to_json() for r in fresh]
+        for r in fresh:
+            prop = (f"jitcpu:{r.model}:{r.mode}:{r.dtype}", r.short())
+            report.user_properties.append(prop)
+            item.user_properties.append(prop)  # junitxml writes the teardown report's copy of these
+    if (
+        report.when == "call"
+        and report.passed
+        and (checker is None or not checker.records)
+        and item.get_closest_marker(MARKER) is not None
+    ):
+        item.warn(
+            pytest.PytestWarning(f"{item.nodeid}: marked @pytest.mark.jitcpu but jitcpu.check() was never called")
+        )
     return report
 
 
