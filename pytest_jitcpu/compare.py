@@ -99,7 +99,7 @@ class _Walker:
                 self._struct(path, f"expected {len(ref)} items, got {len(out)}")
                 return
             for i, (r, o) in enumerate(zip(ref, out, strict=True)):
-                self.walk(r, o, f"{path}[{i}]")
+                self.walk(r, o, f"{path or 'output'}[{i}]")  # "output[0]", not "[0]", at the top
         elif ref is None:
             if out is not None:
                 self._struct(path, f"expected None, got {type(out).__name__}")
@@ -167,7 +167,8 @@ class _Walker:
         diff = (r - o).abs()
         same_nonfinite = (r == o) | (torch.isnan(r) & torch.isnan(o))
         diff = torch.where(same_nonfinite, torch.zeros_like(diff), diff)
-        diff = torch.nan_to_num(diff, nan=math.inf)
+        # posinf too: nan_to_num's default turns an infinite diff into float64's max (1.8e308).
+        diff = torch.nan_to_num(diff, nan=math.inf, posinf=math.inf)
         allowed = atol + rtol * r.abs().nan_to_num(nan=0.0, posinf=0.0, neginf=0.0)
         ratio = diff / allowed.clamp_min(1e-300)
         flat_index = int(torch.argmax(ratio).item()) if ratio.numel() else 0

@@ -11,6 +11,7 @@ from typing import Any
 
 import torch
 
+from . import generalize, serialize
 from . import modes as mode_impl
 from .compare import Tolerance, compare
 from .inputs import Inputs, normalize
@@ -24,15 +25,19 @@ RUNS = 3  # runs per mode before comparing: TorchScript's profiling executor opt
 @contextlib.contextmanager
 def eval_mode(model: torch.nn.Module, notes: list[str]) -> Iterator[None]:
     """Check in eval mode (as inference runs); say so when the model was training, and restore it."""
-    was_training = model.training
-    if was_training:
-        notes.append("model was in training mode; it was checked in eval mode (call model.eval())")
+    # Per submodule: a submodule left in training mode (dropout on) counts, and restoring with
+    # model.train() would also flip submodules the user had put in eval mode on purpose.
+    modes = {module: module.training for module in model.modules()}
+    training = [name or "the model" for name, module in model.named_modules() if modes[module]]
+    if training:
+        where = "model" if model.training else f"submodule {training[0]!r} of the model"
+        notes.append(f"{where} was in training mode; it was checked in eval mode (call model.eval())")
         model.eval()
     try:
         yield
     finally:
-        if was_training:
-            model.train()
+        for module, was_training in modes.items():
+            module.training = was_training
 
 
 def _model_name(model: Any) -> str:
@@ -65,7 +70,9 @@ def check(
     batch = normalize(inputs)
     label = name or _model_name(model)
     notes: list[str] = []
-    with eval_mode(model, notes):
+    # generalize.searches: one input search per check, shared by its modes and dtypes;
+    # serialize.batched: every round trip of this check runs in one subprocess, at the end.
+    with eval_mode(model, notes), generalize.searches(), serialize.batched():
         records = _check(model, batch, settings, nodeid, label, notes, generate, on_built)
     return CheckResult(model=label, records=records[0], reference=records[1])
 
@@ -186,15 +193,7 @@ def _after_pass(
     """Checks that only make sense once a mode matched on the example inputs."""
     if rec.mode == "eager":
         return
-    try:
-        from . import generalize
-    except ImportError:
-        generalize = None  # type: ignore[assignment]
-    if generalize is not None and settings.examples > 0:
+    if settings.examples > 0:
         generalize.check(model, batch, built, rec, tolerance, settings, generate)
     if settings.serialize and rec.mode in TRACE_MODES:
-        try:
-            from . import serialize
-        except ImportError:
-            return
-        serialize.check(batch, built, rec)
+        serialize.check(batch, built, rec, tolerance, model)

@@ -38,12 +38,13 @@ class JitcpuChecker:
         try:
             settings = self.settings.updated(**overrides)
         except UsageError as exc:
-            pytest.fail(f"jitcpu.check: {exc}", pytrace=False)
+            # from None: the message alone, without "During handling of the above exception ...".
+            raise pytest.fail.Exception(f"jitcpu.check: {exc}", pytrace=False) from None
         label = self._label(name or type(model).__name__)
         try:
             result = engine.check(model, inputs, settings=settings, nodeid=self.nodeid, name=label, generate=generate)
         except UsageError as exc:
-            pytest.fail(f"jitcpu.check: {exc}", pytrace=False)
+            raise pytest.fail.Exception(f"jitcpu.check: {exc}", pytrace=False) from None
         self.records.extend(result.records)
         self.results.append(result)
         self._verdict(result, settings)

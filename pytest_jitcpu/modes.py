@@ -8,6 +8,9 @@ eager would be used) or :class:`Unavailable` (this machine cannot run it), each 
 from __future__ import annotations
 
 import contextlib
+import os
+import re
+import sys
 import time
 import warnings
 from collections.abc import Callable, Iterator
@@ -68,9 +71,15 @@ def _collapse_tensors(text: str) -> str:
         i = k
 
 
+_ADDRESS = re.compile(r" at 0x[0-9a-fA-F]+")
+
+
 def first_line(exc: BaseException, limit: int = 400) -> str:
     """``TypeName: message`` on one line, tensor reprs collapsed (tracebacks stay out of reports)."""
     message = " ".join(_collapse_tensors(str(exc)).split())
+    # "<object object at 0x7f...>" -> "<object object>": the same failure reads the same in every run
+    # (and on every xdist worker), so reports and baselines compare equal.
+    message = _ADDRESS.sub("", message)
     if len(message) > limit:
         message = message[: limit - 3] + "..."
     return f"{type(exc).__name__}: {message}" if message else type(exc).__name__
@@ -86,12 +95,38 @@ def precision(dtype: str) -> Iterator[None]:
         yield
 
 
+_TORCH_DIR = os.path.dirname(torch.__file__) + os.sep
+
+
+def _outside_torch(filename: str, lineno: int) -> tuple[str, int]:
+    """Where a TracerWarning raised in torch's own Python code (``F.embedding``, ...) points: the first
+    caller outside torch, i.e. the line of the model's code that explains it."""
+    if not filename.startswith(_TORCH_DIR):
+        return filename, lineno
+    frame = sys._getframe(1)
+    while frame is not None and (frame.f_code.co_filename, frame.f_lineno) != (filename, lineno):
+        frame = frame.f_back  # up to the warning's own frame
+    while frame is not None and frame.f_code.co_filename.startswith(_TORCH_DIR):
+        frame = frame.f_back
+    return (frame.f_code.co_filename, frame.f_lineno) if frame is not None else (filename, lineno)
+
+
 @contextlib.contextmanager
 def captured_warnings(into: list[str], keep: Callable[[warnings.WarningMessage], bool] | None = None) -> Iterator[None]:
     """Record warnings instead of showing them (a user's ``filterwarnings = error`` must not turn the
     tracer's own warnings into failures); keep the TracerWarnings, deduplicated, with file:line."""
-    with warnings.catch_warnings(record=True) as seen:
+    seen: list[warnings.WarningMessage] = []
+
+    def record(
+        message: Any, category: type[Warning], filename: str, lineno: int, file: Any = None, line: Any = None
+    ) -> None:
+        if category.__name__ == "TracerWarning":
+            filename, lineno = _outside_torch(filename, lineno)
+        seen.append(warnings.WarningMessage(message, category, filename, lineno, file, line))
+
+    with warnings.catch_warnings():  # restores showwarning and the filters on exit
         warnings.simplefilter("always")
+        warnings.showwarning = record  # called while the warning's stack is live (catch_warnings' log is not)
         yield
     for w in seen:
         if keep is None and w.category.__name__ != "TracerWarning":
@@ -135,7 +170,9 @@ def build_trace_dict(model: torch.nn.Module, inputs: Inputs, dtype: str) -> Buil
     seen: list[str] = []
     notes: list[str] = []
     try:
-        kwargs = as_keywords(model, inputs)
+        # A copy: tracing runs forward(), and a model that changes its inputs in place must not
+        # change the batch that every later run (and the user) starts from.
+        kwargs = as_keywords(model, inputs.clone())
     except NotTraceable as exc:
         raise Fallback(str(exc)) from None
     try:
@@ -156,7 +193,7 @@ def build_trace_tuple(model: torch.nn.Module, inputs: Inputs, dtype: str) -> Bui
     seen: list[str] = []
     notes: list[str] = []
     try:
-        args = as_positional(model, inputs)
+        args = as_positional(model, inputs.clone())  # a copy, as in build_trace_dict
         order = positional_order(model, list(inputs.kwargs)) if inputs.is_dict else None
     except NotTraceable as exc:
         raise Fallback(str(exc)) from None

@@ -88,6 +88,19 @@ OPTIONS = (
     Option("atol", parse_tolerance, "absolute tolerance for every dtype", "per-dtype scaled default"),
     Option("rtol", parse_tolerance, "relative tolerance for every dtype", "1.3e-6 fp32, 1.6e-2 bf16"),
     Option("examples", parse_examples, "generated inputs each passing trace is checked on (0: off)", DEFAULT_EXAMPLES),
+    Option(
+        "derandomize",
+        _flag,
+        "generate the same inputs on every run (false: new random inputs each run)",
+        "true",
+    ),
+    Option(
+        "serialize",
+        _flag,
+        "round-trip passing traces through torch.jit.save/load in a fresh Python without transformers "
+        "(one subprocess per check)",
+        "true",
+    ),
 )
 
 
@@ -185,7 +198,24 @@ def report_paths(config: pytest.Config) -> list[str]:
     for path in paths:
         if not path.endswith((".json", ".md")):
             raise UsageError(f"--jitcpu-report: {path!r} must end in .json or .md")
+        problem = _unwritable(path)
+        if problem:
+            raise UsageError(f"--jitcpu-report: cannot write {path!r}: {problem}")
     return paths
+
+
+def _unwritable(path: str) -> str | None:
+    """Why ``path`` cannot be written (checked before the tests run, not after), or None."""
+    if os.path.isdir(path):
+        return "it is a directory"
+    parent = os.path.dirname(os.path.abspath(path))
+    while not os.path.exists(parent):  # the folders are created at the end; the first existing one decides
+        parent = os.path.dirname(parent)
+    if not os.path.isdir(parent):
+        return f"{parent} is not a directory"
+    if not os.access(parent, os.W_OK | os.X_OK):
+        return f"{parent} is not writable"
+    return None
 
 
 def baseline_path(config: pytest.Config) -> str | None:

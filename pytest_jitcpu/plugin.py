@@ -36,6 +36,7 @@ class Session:
         self.ipex_reason: str | None = None
         self.gate_lines: list[str] = []
         self.gate_failed = False
+        self.write_errors: list[str] = []
 
     @property
     def is_worker(self) -> bool:
@@ -60,6 +61,10 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", options.MARKER_LINE)
     try:
         session = Session(config)
+        if session.baseline:
+            from . import baseline
+
+            baseline.validate(session.baseline)  # a missing or foreign baseline stops the run before tests
     except UsageError as exc:
         raise pytest.UsageError(str(exc)) from None
     if session.settings.ipex:
@@ -116,7 +121,7 @@ def jitcpu(request: pytest.FixtureRequest) -> JitcpuChecker:
     try:
         settings = _item_settings(request.node, session)
     except UsageError as exc:
-        pytest.fail(str(exc), pytrace=False)
+        raise pytest.fail.Exception(str(exc), pytrace=False) from None
     checker = JitcpuChecker(settings, request.node.nodeid)
     request.node.stash[CHECKER] = checker
     return checker
@@ -167,7 +172,12 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         if outcome.failed and session.exitstatus == 0:
             session.exitstatus = pytest.ExitCode.TESTS_FAILED
     for path in state.report_paths:
-        state.written.append(write(path, state.records, env, extra or None, comparison))
+        try:
+            state.written.append(write(path, state.records, env, extra or None, comparison))
+        except OSError as exc:  # checked before the run, but a disk can fill or a folder vanish
+            state.write_errors.append(f"jitcpu: could not write report {path}: {exc}")
+            if session.exitstatus == 0:
+                session.exitstatus = pytest.ExitCode.USAGE_ERROR  # as when the early check catches it
 
 
 def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
@@ -189,3 +199,5 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
             terminalreporter.write_line(line)
     for path in state.written:
         terminalreporter.write_sep("-", f"generated jitcpu report: {path}")
+    for line in state.write_errors:
+        terminalreporter.write_line(line, red=True, bold=True)

@@ -116,8 +116,16 @@ def markdown(records: list[Record], environment: dict[str, Any], comparison: str
             "|---|---|---|---|---|---|",
         ]
         for r in details:
-            reason = (r.reason or "").replace("|", "\\|").replace("\n", " ")
+            reason = (r.reason or "") + (f"; counterexample: {r.counterexample}" if r.counterexample else "")
+            reason = reason.replace("|", "\\|").replace("\n", " ")
             lines.append(f"| `{r.nodeid}` | {r.model} | {r.mode} | {r.dtype} | {r.status} | {reason} |")
+    unserializable = [r for r in records if r.serializable is False]
+    if unserializable:
+        lines += ["", "### Not serializable (torch.jit.save / load round trip)", ""]
+        lines += ["| test | model | mode | dtype | reason |", "|---|---|---|---|---|"]
+        for r in unserializable:
+            reason = (r.serializable_reason or "").replace("|", "\\|").replace("\n", " ")
+            lines.append(f"| `{r.nodeid}` | {r.model} | {r.mode} | {r.dtype} | {reason} |")
     fused = [r for r in records if r.fused_ops]
     if fused:
         lines += ["", "### Fused ops", "", "| test | model | mode | dtype | fused ops |", "|---|---|---|---|---|"]

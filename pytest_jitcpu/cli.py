@@ -1,0 +1,275 @@
+"""The ``jitcpu`` command: ``jitcpu check MODEL`` (the compatibility matrix) and ``jitcpu run MODEL``
+(batch inference in the fastest verified mode). Parsing only; the work is in :mod:`pytest_jitcpu.inference`.
+
+Exit status: 0 success, 1 rows failed with ``--on-error fail`` (or a check failed), 2 usage error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+
+RUN_EXAMPLE = """examples:
+  jitcpu run --task feature-extraction --input sentences.txt --output embeddings.npy
+  jitcpu run ./my-classifier --task text-classification --input rows.jsonl --output preds.jsonl --mode auto
+  jitcpu run ./squad-model --task question-answering --input qa.jsonl --output answers.jsonl \\
+      --max_seq_length 384 --doc_stride 128 --no_cuda --jit_mode_eval      # the guide's flags work too
+"""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.print_usage(sys.stderr)
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message}\n")
+
+
+def _positive(value: str) -> int:
+    try:
+        number = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r} is not an integer") from None
+    if number < 1:
+        raise argparse.ArgumentTypeError(f"{value!r} must be >= 1")
+    return number
+
+
+def _non_negative(value: str) -> int:
+    try:
+        number = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r} is not an integer") from None
+    if number < 0:
+        raise argparse.ArgumentTypeError(f"{value!r} must be >= 0")
+    return number
+
+
+def _model_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "model",
+        nargs="?",
+        default=None,
+        metavar="MODEL",
+        help="a local folder saved with save_pretrained, or 'default' (the default): the embedded "
+        "sentence-transformers/all-MiniLM-L6-v2. There is no download from a model hub.",
+    )
+    p.add_argument("--model_name_or_path", dest="model_opt", default=None, help=argparse.SUPPRESS)
+    p.add_argument(
+        "--task",
+        default=None,
+        help="feature-extraction, text-classification, token-classification or question-answering "
+        "(default: from the folder's config.architectures; feature-extraction for a bare encoder)",
+    )
+    p.add_argument(
+        "--max-seq-length",
+        "--max_seq_length",
+        dest="max_seq_length",
+        type=_positive,
+        default=None,
+        help="tokens per sequence; longer rows are truncated and counted (question answering: window size). "
+        "Default: the model's (sentence-transformers' max_seq_length, 384 for question answering)",
+    )
+    p.add_argument("--threads", type=_positive, default=None, help="torch.set_num_threads (default: torch's)")
+    p.add_argument("--input-format", choices=("text", "csv", "tsv", "jsonl"), default=None, help=argparse.SUPPRESS)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from .inference.selection import AUTO_CANDIDATES, RUN_MODES
+
+    parser = _Parser(prog="jitcpu", description="Check and run a model on CPU in its fastest verified mode.")
+    from . import __version__
+
+    parser.add_argument("--version", action="version", version=f"pytest-jitcpu {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="{check,run}", parser_class=_Parser)
+    sub.required = True
+
+    check = sub.add_parser(
+        "check",
+        help="the compatibility matrix of a model: every mode x dtype, with statuses, diffs, reasons and latency",
+        description="Check MODEL in every mode and dtype on one batch (built-in sentences, or --input rows).",
+    )
+    _model_args(check)
+    check.add_argument("--report", action="append", default=[], metavar="PATH", help="write .json or .md (repeatable)")
+    check.add_argument(
+        "--input", default=None, metavar="FILE", help="take the batch from these rows (default: built-in)"
+    )
+    check.add_argument("--modes", default="all", help="comma-separated modes (default: all)")
+    check.add_argument("--dtypes", default="all", help="comma-separated dtypes: fp32, bf16 (default: all)")
+    check.add_argument("--batch-size", type=_positive, default=8, help="rows in the checked batch (default: 8)")
+    check.add_argument(
+        "--examples", type=_non_negative, default=None, help="generated inputs per trace mode (default: engine's)"
+    )
+    check.add_argument("--atol", default=None, help="absolute tolerance (default: per dtype)")
+    check.add_argument("--rtol", default=None, help="relative tolerance (default: per dtype)")
+
+    run = sub.add_parser(
+        "run",
+        help="batch inference on a file, in the fastest verified mode",
+        description="Run MODEL on every row of --input and write one output per row, in input order, to --output.",
+        epilog=RUN_EXAMPLE,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    _model_args(run)
+    run.add_argument(
+        "--input",
+        required=True,
+        metavar="FILE",
+        help="plain text (a row a line), .csv/.tsv with a 'text' column, or .jsonl objects with 'text' "
+        "('question' + 'context' for question answering); an 'id' is copied to the output; '-' is stdin",
+    )
+    run.add_argument("--output", required=True, metavar="FILE", help=".jsonl (one object per row), or .npy embeddings")
+    run.add_argument(
+        "--mode",
+        choices=RUN_MODES,
+        default=None,
+        help="auto (default): check the candidate modes on a sample of the input, keep the verified ones, "
+        "time them, run the fastest. A named mode is checked too and replaced by eager if it fails.",
+    )
+    run.add_argument(
+        "--dtype",
+        choices=("fp32", "bf16", "auto"),
+        default=None,
+        help="fp32 (default), bf16 (CPU autocast), or auto with --mode auto (times both, keeps the faster)",
+    )
+    run.add_argument("--batch-size", "--per_device_eval_batch_size", dest="batch_size", type=_positive, default=32)
+    run.add_argument(
+        "--on-error",
+        choices=("fail", "skip"),
+        default="fail",
+        help="a bad row (malformed line, empty text, ...): fail stops with exit 1 and writes nothing (default); "
+        "skip writes {'line','error'} in its place, counts and lists it at the end",
+    )
+    run.add_argument("--doc-stride", "--doc_stride", dest="doc_stride", type=_non_negative, default=128)
+    run.add_argument(
+        "--candidates",
+        default=",".join(AUTO_CANDIDATES),
+        help=f"modes --mode auto tries (default: {','.join(AUTO_CANDIDATES)}; export and compile can be added)",
+    )
+    run.add_argument("--pooling", choices=("mean", "cls", "max"), default=None, help="feature-extraction pooling")
+    run.add_argument("--normalize", action=argparse.BooleanOptionalAction, default=None, help="L2-normalize embeddings")
+    run.add_argument("--summary", default=None, metavar="PATH", help="also write the run's summary as JSON")
+    run.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None, help="default: on a TTY")
+    # The guide's Trainer / run_qa.py flags, so its command lines translate.
+    run.add_argument("--jit_mode_eval", action="store_true", help="alias: --mode trace")
+    run.add_argument("--use_ipex", action="store_true", help="alias: --mode ipex")
+    run.add_argument("--bf16", action="store_true", help="alias: --dtype bf16")
+    run.add_argument("--no_cuda", action="store_true", help="accepted and ignored: this runs on CPU")
+    return parser
+
+
+def _mode(args: argparse.Namespace) -> str:
+    aliases = "ipex" if args.use_ipex else "trace" if args.jit_mode_eval else None
+    if args.mode and aliases and args.mode != aliases:
+        raise _usage(f"--mode {args.mode} contradicts --{'use_ipex' if args.use_ipex else 'jit_mode_eval'}")
+    return args.mode or aliases or "auto"
+
+
+def _dtype(args: argparse.Namespace) -> str:
+    if args.dtype and args.bf16 and args.dtype != "bf16":
+        raise _usage(f"--dtype {args.dtype} contradicts --bf16")
+    return args.dtype or ("bf16" if args.bf16 else "fp32")
+
+
+def _usage(message: str) -> Exception:
+    from .settings import UsageError
+
+    return UsageError(message)
+
+
+def _model(args: argparse.Namespace) -> str | None:
+    if args.model and args.model_opt and args.model != args.model_opt:
+        raise _usage(f"two models given: {args.model} and --model_name_or_path {args.model_opt}")
+    return args.model or args.model_opt
+
+
+def _err(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def _run(args: argparse.Namespace) -> int:
+    from .inference import Predictor, RowError
+
+    predictor = Predictor(
+        _model(args),
+        args.task,
+        mode=_mode(args),
+        dtype=_dtype(args),
+        batch_size=args.batch_size,
+        threads=args.threads,
+        max_seq_length=args.max_seq_length,
+        doc_stride=args.doc_stride,
+        on_error=args.on_error,
+        candidates=args.candidates,
+        pooling=args.pooling,
+        normalize=args.normalize,
+    )
+    try:
+        summary = predictor.run(args.input, args.output, args.input_format, args.progress)
+    except RowError as exc:
+        _err(f"jitcpu run: {args.input} {exc}")
+        _err("jitcpu run: stopped (--on-error fail); no output written. Pass --on-error skip to skip bad rows.")
+        partial = predictor.summary
+        for note in partial.notes():
+            _err(note)
+        return EXIT_FAILED
+    for note in summary.notes():
+        _err(note)
+    if args.summary:
+        Path(args.summary).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.summary).write_text(json.dumps(summary.to_json(), indent=2) + "\n", encoding="utf-8")
+    _err(f"jitcpu run: {summary.line()}")
+    if args.output != "-":
+        _err(f"jitcpu run: wrote {args.output}")
+    return EXIT_OK
+
+
+def _check(args: argparse.Namespace) -> int:
+    from .inference import check_model
+    from .settings import parse_tolerance
+
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
+    result = check_model(
+        _model(args),
+        args.task,
+        input=args.input,
+        input_format=args.input_format,
+        modes=args.modes,
+        dtypes=args.dtypes,
+        batch_size=args.batch_size,
+        max_seq_length=args.max_seq_length,
+        examples=args.examples,
+        atol=parse_tolerance(args.atol, "--atol"),
+        rtol=parse_tolerance(args.rtol, "--rtol"),
+        report_paths=args.report,
+    )
+    return EXIT_FAILED if result.failed else EXIT_OK
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    # No model hub: everything is read from local folders (a hub id is refused with a clear message).
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    from .settings import UsageError
+
+    try:
+        return _run(args) if args.command == "run" else _check(args)
+    except UsageError as exc:
+        _err(f"jitcpu {args.command}: error: {exc}")
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        _err(f"jitcpu {args.command}: interrupted; no output written")
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,294 @@
+"""Does a trace that matched on the example inputs also match eager on other inputs? (status ``diverges``)
+
+Tracing records one execution: Python control flow, ``.item()``, ``int(x.shape[i])``/``len(x)`` and
+tensor-to-bool conversions become constants. After a trace mode passed on the example inputs,
+:func:`check` searches with Hypothesis for generated inputs (see :mod:`pytest_jitcpu.strategies`: same
+structure, dtypes and value domains, other values and other batch/sequence sizes) on which the traced
+module and eager disagree, and shrinks a failure to a small counterexample.
+
+Rules that keep the verdict fair:
+
+* Eager must accept a generated input first; if eager raises (a fixed position-embedding length, an
+  image size the model does not take), the input is rejected, never blamed on the trace.
+* The eager reference on a generated input is fp32, as on the example; a bf16 trace is compared with it
+  using the same Tolerance. A bf16 difference counts only if eager under bf16 autocast stays within that
+  tolerance on the same input (otherwise the input is rejected: the tolerance, not the trace, is off).
+* A traced module that raises on an input eager accepts (a shape baked in) diverges too.
+* Derandomized by default (``settings.derandomize``), no example database: the same run gives the same
+  statuses and counterexamples. Shrinking stops after :data:`SHRINK_BUDGET` new model evaluations.
+
+Only the trace modes are searched: ``torch.export`` refuses data-dependent control flow and guards shapes,
+and ``torch.compile`` recompiles on a guard failure, so neither freezes a wrong branch silently.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Iterator
+from contextvars import ContextVar
+from dataclasses import dataclass
+from typing import Any
+
+import hypothesis
+import torch
+from hypothesis import HealthCheck, Phase, Verbosity
+from hypothesis.errors import HypothesisException, Unsatisfiable
+
+from . import strategies
+from .compare import Comparison, Tolerance, compare, leaves
+from .inputs import Inputs
+from .modes import Built, captured_warnings, first_line, precision
+from .record import Record
+from .settings import TRACE_MODES, Settings, UsageError
+
+SHRINK_BUDGET = 100  # new (uncached) model evaluations allowed once a divergence was found
+# Eager outputs kept per check: the same generated inputs recur for every mode and dtype of a check.
+EAGER_CACHE = 128
+EAGER_CACHE_BYTES = 256 * 2**20
+
+
+@dataclass
+class Divergence:
+    """The smallest failing input found, and how it fails."""
+
+    inputs: Inputs
+    reason: str
+    comparison: Comparison | None = None
+
+
+class _Diverged(Exception):
+    def __init__(self, divergence: Divergence) -> None:
+        super().__init__(divergence.reason)
+        self.divergence = divergence
+
+
+_REJECT = object()  # eager itself cannot run this input
+
+
+class Search:
+    """Everything shared by the searches of one ``check`` call: the strategy and eager outputs."""
+
+    def __init__(self, model: torch.nn.Module, batch: Inputs, generate: Any, examples: int) -> None:
+        self.model = model
+        self.eager: dict[str, Any] = {}
+        self.eager_sizes: dict[str, int] = {}
+        self.eager_bytes = 0
+        if generate is not None:
+            self.strategy = strategies.user_strategy(generate, examples)
+            self.note = "from generate="
+            return
+        plan = strategies.plan_for(batch, model)
+        plan = strategies.settle(plan, self._accepts)
+        self.strategy = strategies.strategy(plan)
+        varying = ", ".join(f"{a.name} {a.low}..{a.high}" for a in plan.varying)
+        self.note = f"generated inputs vary {varying}" if varying else "generated inputs vary values only"
+
+    def _accepts(self, inputs: Inputs) -> bool:
+        return self.reference(inputs, strategies.digest(inputs)) is not _REJECT
+
+    def reference(self, inputs: Inputs, key: str) -> Any:
+        """The eager fp32 output for these inputs, or _REJECT if eager raises."""
+        if key in self.eager:
+            return self.eager[key]
+        try:
+            with torch.no_grad(), captured_warnings([], keep=lambda w: False):
+                out = inputs.clone().call(self.model)
+        except Exception:  # noqa: BLE001
+            out = _REJECT
+        size = 0 if out is _REJECT else sum(t.numel() * t.element_size() for t in leaves(out))
+        while self.eager and (len(self.eager) >= EAGER_CACHE or self.eager_bytes + size > EAGER_CACHE_BYTES):
+            oldest = next(iter(self.eager))  # first in, first out
+            self.eager_bytes -= self.eager_sizes.pop(oldest)
+            del self.eager[oldest]
+        self.eager[key], self.eager_sizes[key] = out, size
+        self.eager_bytes += size
+        return out
+
+
+# One Search per check call, shared by that call's (mode, dtype) records: the engine opens ``searches()``
+# around a check, so nothing (eager outputs, the model) outlives it.
+_SEARCHES: ContextVar[dict[tuple[int, int, int], Search] | None] = ContextVar("jitcpu_searches", default=None)
+
+
+@contextlib.contextmanager
+def searches() -> Iterator[None]:
+    """Share the generated inputs and eager outputs between the records of one check."""
+    token = _SEARCHES.set({})
+    try:
+        yield
+    finally:
+        _SEARCHES.reset(token)
+
+
+def _search_for(model: torch.nn.Module, batch: Inputs, generate: Any, examples: int) -> Search:
+    shared = _SEARCHES.get()
+    key = (id(model), id(batch), id(generate))
+    search = shared.get(key) if shared is not None else None
+    if search is None:
+        search = Search(model, batch, generate, examples)
+        if shared is not None:
+            shared[key] = search
+    return search
+
+
+class _Evaluator:
+    """Runs eager and the built module on one generated input; caches outcomes so Hypothesis' final
+    replay of the shrunk example sees the same result even after the shrink budget ran out."""
+
+    def __init__(self, search: Search, built: Built, tolerance: Tolerance) -> None:
+        self.search = search
+        self.built = built
+        self.tolerance = tolerance
+        self.outcomes: dict[str, Any] = {}
+        self.compared = 0
+        self.found = False
+        self.shrink_runs = 0
+
+    def __call__(self, inputs: Inputs) -> Any:
+        key = strategies.digest(inputs)
+        if key in self.outcomes:
+            return self.outcomes[key]
+        if self.found:
+            if self.shrink_runs >= SHRINK_BUDGET:
+                return None  # not evaluated (and not cached): shrinking stops improving here
+            self.shrink_runs += 1
+        outcome = self._evaluate(inputs, key)
+        self.outcomes[key] = outcome
+        if isinstance(outcome, Divergence):
+            self.found = True
+        return outcome
+
+    def _evaluate(self, inputs: Inputs, key: str) -> Any:
+        reference = self.search.reference(inputs, key)
+        if reference is _REJECT:
+            return _REJECT
+        self.compared += 1
+        try:
+            with captured_warnings([], keep=lambda w: False):
+                out = self.built.run(inputs.clone())
+        except Exception as exc:  # noqa: BLE001
+            return Divergence(inputs, f"traced module failed on a generated input that eager accepts: {_error(exc)}")
+        dtype_change = self.built.dtype != "fp32"
+        result = compare(reference, out, self.tolerance, allow_float_dtype_change=dtype_change)
+        if result.ok:
+            return None
+        if dtype_change and result.reason and not result.reason.startswith("structure differs"):
+            if not self._eager_within_tolerance(inputs, reference):
+                return _REJECT  # eager in the same precision misses too: the tolerance does not fit this input
+        return Divergence(inputs, f"differs from eager on a generated input: {result.reason}", result)
+
+    def _eager_within_tolerance(self, inputs: Inputs, reference: Any) -> bool:
+        try:
+            with torch.no_grad(), precision(self.built.dtype), captured_warnings([], keep=lambda w: False):
+                low = inputs.clone().call(self.search.model)
+        except Exception:  # noqa: BLE001
+            return False
+        return compare(reference, low, self.tolerance, allow_float_dtype_change=True).ok
+
+
+def _error(exc: BaseException) -> str:
+    """The error itself: the TorchScript interpreter puts it last, after a long traceback."""
+    lines = [line.strip() for line in str(exc).strip().splitlines() if line.strip()]
+    if len(lines) > 1 and "TorchScript interpreter" in lines[0]:
+        last = lines[-1]
+        return last if ":" in last.split(" ", 1)[0] else f"{type(exc).__name__}: {last}"
+    return first_line(exc)
+
+
+def _hypothesis_settings(settings: Settings) -> hypothesis.settings:
+    return hypothesis.settings(
+        max_examples=settings.examples,
+        derandomize=settings.derandomize,
+        database=None,
+        deadline=None,
+        suppress_health_check=list(HealthCheck),
+        phases=[Phase.generate, Phase.shrink],
+        verbosity=Verbosity.quiet,
+        report_multiple_bugs=False,
+        print_blob=False,
+    )
+
+
+def search(strategy: Any, evaluate: Any, settings: Settings) -> Divergence | None:
+    """Run the Hypothesis search; the shrunk divergence, or None when every compared input matched."""
+
+    @_hypothesis_settings(settings)
+    @hypothesis.given(strategy)
+    def generalizes(inputs: Inputs) -> None:
+        outcome = evaluate(inputs)
+        if outcome is _REJECT:
+            hypothesis.reject()
+        if isinstance(outcome, Divergence):
+            raise _Diverged(outcome)
+
+    try:
+        generalizes()
+    except _Diverged as exc:
+        return exc.divergence
+    return None
+
+
+def check(
+    model: torch.nn.Module,
+    batch: Inputs,
+    built: Built,
+    rec: Record,
+    tolerance: Tolerance,
+    settings: Settings,
+    generate: Any = None,
+) -> None:
+    """Search for an input on which ``built`` and eager disagree; on one, ``rec`` becomes ``diverges``."""
+    if rec.mode not in TRACE_MODES or settings.examples <= 0:
+        return
+    try:
+        found = _search_for(model, batch, generate, settings.examples)
+    except UsageError:
+        raise
+    except Exception as exc:  # noqa: BLE001
+        rec.notes.append(f"generalization not checked: could not derive inputs from the example: {first_line(exc)}")
+        return
+    evaluator = _Evaluator(found, built, tolerance)
+    try:
+        divergence = search(found.strategy, evaluator, settings)
+    except UsageError:
+        raise  # e.g. generate= gave something that is not inputs
+    except Unsatisfiable:
+        divergence = None
+        rec.notes.append("generalization not checked: eager rejected every generated input")
+    except HypothesisException as exc:  # Flaky, a failed health check, ...
+        divergence = None
+        rec.notes.append(f"generalization check gave no verdict: {first_line(exc)}")
+    except Exception as exc:  # a bug here must not end the session; a bug in generate= must show
+        if generate is not None:
+            raise UsageError(f"generate: failed while making inputs: {first_line(exc)}") from exc
+        divergence = None
+        rec.notes.append(f"generalization check failed: {first_line(exc)}")
+    rec.examples = evaluator.compared
+    if divergence is None:
+        if evaluator.compared:
+            rec.notes.append(f"{evaluator.compared} generated inputs matched eager ({found.note})")
+        return
+    rec.status = "diverges"
+    rec.counterexample = strategies.summarize(divergence.inputs)
+    rec.reason = divergence.reason + _explained_by(rec.warnings)
+    result = divergence.comparison
+    if result is not None:
+        rec.max_abs_diff, rec.max_rel_diff, rec.worst = result.max_abs_diff, result.max_rel_diff, result.worst
+        rec.atol, rec.rtol = result.atol, result.rtol
+
+
+def _explained_by(warnings: list[str]) -> str:
+    """Point at the TracerWarnings' source lines, which usually say what the trace froze."""
+    places = []
+    for line in warnings:
+        if line.endswith(")") and "(" in line:
+            where = line[line.rfind("(") + 1 : -1]
+            path, _, lineno = where.rpartition(":")
+            short = f"{os.path.basename(path)}:{lineno}"
+            if short not in places:
+                places.append(short)
+    if not places:
+        return ""
+    more = f" and {len(places) - 3} more" if len(places) > 3 else ""
+    return f"; TracerWarnings at {', '.join(places[:3])}{more}"

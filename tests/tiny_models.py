@@ -1,0 +1,273 @@
+"""Tiny models and input batches shared by the tests (and copied into pytester runs as ``tiny_models``).
+
+Hand-written modules are each built to show one behaviour of the engine (a mismatch, a fallback, a
+tuple-order gap, ...). Hugging Face architectures are built from configs (no hub): hidden size 32,
+2 layers, vocabulary 99, so a check of one takes well under a second on one CPU thread.
+``transformers`` is imported lazily: a run that only uses hand-written modules skips its import.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+VOCAB = 99
+SMALL = {"hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 2, "intermediate_size": 37}
+
+
+def text_batch(batch: int = 2, length: int = 8, vocab_size: int = VOCAB) -> dict[str, torch.Tensor]:
+    """``input_ids`` and an ``attention_mask`` with one padded row, from a fixed seed."""
+    generator = torch.Generator().manual_seed(0)
+    ids = torch.randint(1, vocab_size, (batch, length), generator=generator)
+    mask = torch.ones_like(ids)
+    mask[-1, -2:] = 0
+    return {"input_ids": ids, "attention_mask": mask}
+
+
+def features(batch: int = 2, width: int = 4, seed: int = 0) -> torch.Tensor:
+    return torch.randn(batch, width, generator=torch.Generator().manual_seed(seed))
+
+
+# --- hand-written modules ------------------------------------------------------------------------------
+
+
+class TinyMLP(nn.Module):
+    """A plain traceable model: ``forward(x) -> tensor``."""
+
+    def __init__(self, width: int = 4) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.lin = nn.Linear(width, width)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.tanh(self.lin(x))
+
+
+class TinyText(nn.Module):
+    """HF-like: ``forward(input_ids, attention_mask=None)`` returning a dict with ``logits``."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.embed = nn.Embedding(VOCAB, 8)
+        self.head = nn.Linear(8, 3)
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> dict[str, Any]:
+        hidden = self.embed(input_ids)
+        if attention_mask is not None:
+            hidden = hidden * attention_mask.unsqueeze(-1)
+        return {"logits": self.head(hidden), "pooled": hidden.mean(dim=1)}
+
+
+class TracingDependent(nn.Module):
+    """Computes something else while being traced: every trace mode must come out as ``mismatch``."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.lin = nn.Linear(4, 4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.lin(x)
+        return y + 1.0 if torch.jit.is_tracing() else y
+
+
+class InfWhenTraced(nn.Module):
+    """Returns infinities once traced: the diff is not a finite number (strict JSON must write null)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.lin = nn.Linear(4, 4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.lin(x)
+        return y * float("inf") if torch.jit.is_tracing() else y
+
+
+# A switch read in forward(): flipping it between the eager reference and the trace makes the traced
+# graph compute something the reference did not (tracing freezes Python values into constants).
+FLAG = {"double": False}
+
+
+class FlagDependent(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.lin = nn.Linear(4, 4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.lin(x)
+        return y * 2 if FLAG["double"] else y
+
+
+class PythonObjectOutput(nn.Module):
+    """Returns a Python object next to a tensor: torch.jit.trace refuses it (``fallback``)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lin = nn.Linear(4, 4)
+
+    def forward(self, x: torch.Tensor) -> dict[str, Any]:
+        return {"out": self.lin(x), "meta": object()}
+
+
+class Gap(nn.Module):
+    """``skipped`` sits between ``a`` and ``c`` with a None default: no faithful positional tuple exists."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.lin = nn.Linear(4, 4)
+
+    def forward(
+        self, a: torch.Tensor, skipped: torch.Tensor | None = None, c: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        y = self.lin(a)
+        if skipped is not None:
+            y = y + skipped
+        return y - 2 * c
+
+
+class GapTensorDefault(nn.Module):
+    """Like Gap, but the skipped parameter has a tensor default, which trace-tuple can pass."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.lin = nn.Linear(4, 4)
+
+    def forward(self, a: torch.Tensor, skipped: torch.Tensor = torch.ones(4), c: torch.Tensor | None = None):  # noqa: B008
+        return self.lin(a) + skipped - 2 * c
+
+
+class OrderSensitive(nn.Module):
+    """``a - 2 b``: binding the inputs to the wrong parameters changes the result."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.lin = nn.Linear(4, 4)
+
+    def forward(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        return self.lin(a) - 2 * b
+
+
+class KeywordOnly(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.lin = nn.Linear(4, 4)
+
+    def forward(self, a: torch.Tensor, *, b: torch.Tensor) -> torch.Tensor:
+        return self.lin(a) + b
+
+
+class RandomForward(nn.Module):
+    """Adds fresh noise on every call: the eager reference differs from itself (``error``)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lin = nn.Linear(4, 4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.lin(x) + torch.rand_like(x)
+
+
+class WithDropout(nn.Module):
+    """Dropout makes training mode random; the engine checks in eval mode and restores training."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.lin = nn.Linear(4, 4)
+        self.drop = nn.Dropout(0.5)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.drop(self.lin(x))
+
+
+class FailsEager(nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        raise ValueError("this model cannot run")
+
+
+# --- Hugging Face architectures built tiny from configs -------------------------------------------------
+
+
+def tiny_bert() -> tuple[nn.Module, dict[str, torch.Tensor]]:
+    from transformers import BertConfig, BertModel
+
+    torch.manual_seed(0)
+    return BertModel(BertConfig(vocab_size=VOCAB, **SMALL)).eval(), text_batch()
+
+
+def tiny_roberta() -> tuple[nn.Module, dict[str, torch.Tensor]]:
+    from transformers import RobertaConfig, RobertaModel
+
+    torch.manual_seed(0)
+    return RobertaModel(RobertaConfig(vocab_size=VOCAB, **SMALL)).eval(), text_batch()
+
+
+def tiny_distilbert() -> tuple[nn.Module, dict[str, torch.Tensor]]:
+    from transformers import DistilBertConfig, DistilBertModel
+
+    torch.manual_seed(0)
+    config = DistilBertConfig(vocab_size=VOCAB, dim=32, n_layers=2, n_heads=2, hidden_dim=37)
+    return DistilBertModel(config).eval(), text_batch()
+
+
+def tiny_gpt2(use_cache: bool = False) -> tuple[nn.Module, dict[str, torch.Tensor]]:
+    from transformers import GPT2Config, GPT2Model
+
+    torch.manual_seed(0)
+    # bos/eos inside the tiny vocabulary (GPT-2's 50256 would make transformers log a warning).
+    config = GPT2Config(
+        vocab_size=VOCAB,
+        n_embd=32,
+        n_layer=2,
+        n_head=2,
+        n_positions=32,
+        use_cache=use_cache,
+        bos_token_id=0,
+        eos_token_id=0,
+    )
+    return GPT2Model(config).eval(), {"input_ids": text_batch()["input_ids"]}
+
+
+def tiny_t5() -> tuple[nn.Module, dict[str, torch.Tensor]]:
+    """T5Model is an encoder-decoder: it needs ``decoder_input_ids``; no cache so it can be traced."""
+    from transformers import T5Config, T5Model
+
+    torch.manual_seed(0)
+    config = T5Config(vocab_size=VOCAB, d_model=32, d_kv=8, d_ff=37, num_layers=2, num_heads=2, use_cache=False)
+    batch = text_batch()
+    batch["decoder_input_ids"] = batch["input_ids"][:, :5]
+    return T5Model(config).eval(), batch
+
+
+def tiny_vit() -> tuple[nn.Module, dict[str, torch.Tensor]]:
+    from transformers import ViTConfig, ViTModel
+
+    torch.manual_seed(0)
+    config = ViTConfig(image_size=16, patch_size=4, num_channels=3, **SMALL)
+    pixels = torch.randn(2, 3, 16, 16, generator=torch.Generator().manual_seed(0))
+    return ViTModel(config).eval(), {"pixel_values": pixels}
+
+
+def tiny_wav2vec2() -> tuple[nn.Module, dict[str, torch.Tensor]]:
+    from transformers import Wav2Vec2Config, Wav2Vec2Model
+
+    torch.manual_seed(0)
+    config = Wav2Vec2Config(
+        vocab_size=VOCAB,
+        **SMALL,
+        conv_dim=(16, 16),
+        conv_stride=(5, 2),
+        conv_kernel=(10, 3),
+        num_conv_pos_embeddings=16,
+        num_conv_pos_embedding_groups=2,
+    )
+    audio = torch.randn(2, 400, generator=torch.Generator().manual_seed(0))
+    return Wav2Vec2Model(config).eval(), {"input_values": audio}
