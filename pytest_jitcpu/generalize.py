@@ -17,8 +17,10 @@ Rules that keep the verdict fair:
 * Derandomized by default (``settings.derandomize``), no example database: the same run gives the same
   statuses and counterexamples. Shrinking stops after :data:`SHRINK_BUDGET` new model evaluations.
 
-Only the trace modes are searched: ``torch.export`` refuses data-dependent control flow and guards shapes,
-and ``torch.compile`` recompiles on a guard failure, so neither freezes a wrong branch silently.
+The trace modes and ``export`` are searched (an exported program can still be specialized to the
+example's shapes, or raise on sizes eager accepts). ``compile`` is not: torch.compile guards on shapes
+and values and recompiles when a guard fails, so it cannot silently freeze a wrong branch, and each
+recompile costs seconds; its records say so in their notes.
 """
 
 from __future__ import annotations
@@ -41,6 +43,8 @@ from .inputs import Inputs
 from .modes import Built, captured_warnings, first_line, precision
 from .record import Record
 from .settings import TRACE_MODES, Settings, UsageError
+
+SEARCHED_MODES = (*TRACE_MODES, "export")
 
 SHRINK_BUDGET = 100  # new (uncached) model evaluations allowed once a divergence was found
 # Eager outputs kept per check: the same generated inputs recur for every mode and dtype of a check.
@@ -168,7 +172,8 @@ class _Evaluator:
             with captured_warnings([], keep=lambda w: False):
                 out = self.built.run(inputs.clone())
         except Exception as exc:  # noqa: BLE001
-            return Divergence(inputs, f"traced module failed on a generated input that eager accepts: {_error(exc)}")
+            what = "exported program" if self.built.mode == "export" else "traced module"
+            return Divergence(inputs, f"{what} failed on a generated input that eager accepts: {_error(exc)}")
         dtype_change = self.built.dtype != "fp32"
         result = compare(reference, out, self.tolerance, allow_float_dtype_change=dtype_change)
         if result.ok:
@@ -239,7 +244,12 @@ def check(
     generate: Any = None,
 ) -> None:
     """Search for an input on which ``built`` and eager disagree; on one, ``rec`` becomes ``diverges``."""
-    if rec.mode not in TRACE_MODES or settings.examples <= 0:
+    if settings.examples <= 0:
+        return
+    if rec.mode == "compile":
+        rec.notes.append("generalization not searched: torch.compile guards and recompiles on other inputs")
+        return
+    if rec.mode not in SEARCHED_MODES:
         return
     try:
         found = _search_for(model, batch, generate, settings.examples)

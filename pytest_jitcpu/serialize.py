@@ -8,17 +8,20 @@ in-process, using the check's tolerance. The record gets ``serializable`` (true/
 ``serializable_reason``. This never changes the record's ``status``: a trace can be correct in-process
 and still not survive a round trip, and the report says so separately.
 
-A subprocess costs the child's ``import torch`` (2-3 s), so every round trip of one ``check`` call runs
-in one subprocess: the engine wraps a check in :func:`batched`, and :func:`check` only queues the work.
+A subprocess costs the child's ``import torch`` (2-3 s), so one child serves the whole session (one per
+xdist worker), and every round trip of one ``check`` call goes to it in one batch: the engine wraps a
+check in :func:`batched`, and :func:`check` only queues the work.
 """
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import os
 import subprocess
 import sys
 import tempfile
+import threading
 from collections.abc import Iterator
 from contextvars import ContextVar
 from dataclasses import dataclass
@@ -47,32 +50,43 @@ class _Blocked(importlib.abc.MetaPathFinder):
 sys.meta_path.insert(0, _Blocked())
 """
 
+# The child serves batches until its stdin closes: one line in (the jobs file and the results file),
+# one line out ("done"). Starting it costs an `import torch` (2-3 s), paid once per session (per xdist
+# worker) instead of once per check; it never imports the model library, whatever it has loaded before.
 CHILD = (
     BLOCKER
     + """
 import torch
-jobs = torch.load(sys.argv[1])
-results = []
-for job in jobs:
-    try:
-        module = torch.jit.load(job["path"], map_location="cpu").eval()
-        out = None
-        for _ in range(job["runs"]):
-            args = [a.clone() if isinstance(a, torch.Tensor) else a for a in job["args"]]
-            kwargs = {k: v.clone() if isinstance(v, torch.Tensor) else v for k, v in job["kwargs"].items()}
-            with torch.no_grad():
-                if job["dtype"] == "bf16":
-                    with torch.autocast("cpu", dtype=torch.bfloat16, cache_enabled=False):
+def serve(jobs_path, results_path):
+    jobs = torch.load(jobs_path)
+    results = []
+    for job in jobs:
+        try:
+            if job["ipex"]:  # IPEX's prepacked weights are custom classes its library registers
+                import intel_extension_for_pytorch  # noqa: F401
+            module = torch.jit.load(job["path"], map_location="cpu").eval()
+            out = None
+            for _ in range(job["runs"]):
+                args = [a.clone() if isinstance(a, torch.Tensor) else a for a in job["args"]]
+                kwargs = {k: v.clone() if isinstance(v, torch.Tensor) else v for k, v in job["kwargs"].items()}
+                with torch.no_grad():
+                    if job["dtype"] == "bf16":
+                        with torch.autocast("cpu", dtype=torch.bfloat16, cache_enabled=False):
+                            out = module(*args, **kwargs)
+                    else:
                         out = module(*args, **kwargs)
-                else:
-                    out = module(*args, **kwargs)
-        results.append({"ok": True, "output": out})
-    except Exception as exc:
-        lines = str(exc).strip().splitlines()
-        message = " ".join(lines[0].split())[:300] if lines else ""
-        results.append({"ok": False, "error": type(exc).__name__ + (": " + message if message else "")})
-loaded = sorted(m for m in sys.modules if m.split(".")[0] in BLOCKED_NAMES)
-torch.save({"results": results, "loaded": loaded}, sys.argv[2])
+            results.append({"ok": True, "output": out})
+        except Exception as exc:
+            lines = str(exc).strip().splitlines()
+            message = " ".join(lines[0].split())[:300] if lines else ""
+            results.append({"ok": False, "error": type(exc).__name__ + (": " + message if message else "")})
+    loaded = sorted(m for m in sys.modules if m.split(".")[0] in BLOCKED_NAMES)
+    torch.save({"results": results, "loaded": loaded}, results_path)
+for line in sys.stdin:
+    jobs_path, results_path = line.rstrip("\\n").split("\\t")
+    serve(jobs_path, results_path)
+    sys.stdout.write("done\\n")
+    sys.stdout.flush()
 """.replace("BLOCKED_NAMES", repr(BLOCKED))
 )
 
@@ -104,6 +118,9 @@ class _Batch:
         try:
             if self.jobs:
                 run_jobs(self.jobs, self.folder)
+        except Exception as exc:  # noqa: BLE001 - a bug here must not fail the check it reports on
+            for job in self.jobs:
+                job.rec.serializable, job.rec.serializable_reason = None, f"not checked: {first_line(exc)}"
         finally:
             if self._dir is not None:
                 self._dir.cleanup()
@@ -192,7 +209,14 @@ def run_jobs(jobs: list[_Job], folder: Path) -> None:
     payload, results = folder / "jobs.pt", folder / "results.pt"
     torch.save(
         [
-            {"path": str(j.path), "args": list(j.args), "kwargs": j.kwargs, "dtype": j.rec.dtype, "runs": RUNS}
+            {
+                "path": str(j.path),
+                "args": list(j.args),
+                "kwargs": j.kwargs,
+                "dtype": j.rec.dtype,
+                "runs": RUNS,
+                "ipex": j.rec.mode == "ipex",
+            }
             for j in jobs
         ],
         payload,
@@ -216,21 +240,72 @@ def run_jobs(jobs: list[_Job], folder: Path) -> None:
         _judge(job, result)
 
 
-def _run_child(payload: Path, results: Path, folder: Path) -> str | None:
-    command = [sys.executable, "-c", CHILD, str(payload), str(results)]
-    try:
-        proc = subprocess.run(
-            command, cwd=folder, env=dict(os.environ), capture_output=True, text=True, timeout=TIMEOUT_S, check=False
-        )
-    except subprocess.TimeoutExpired:
-        return f"the subprocess that loads the saved module did not finish within {TIMEOUT_S} s"
-    except OSError as exc:
-        return f"could not start a subprocess: {first_line(exc)}"
-    if proc.returncode != 0 or not results.exists():
-        tail = [line for line in proc.stderr.strip().splitlines() if line.strip()]
+class _Loader:
+    """The long-lived child process that loads saved programs (started on first use, restarted after
+    a crash or a timeout, stopped at exit)."""
+
+    def __init__(self) -> None:
+        self.proc: subprocess.Popen[str] | None = None
+        self.folder = tempfile.mkdtemp(prefix="jitcpu-loader-")
+
+    def _start(self) -> subprocess.Popen[str]:
+        if self.proc is None or self.proc.poll() is not None:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-u", "-c", CHILD],
+                cwd=self.folder,
+                env=dict(os.environ),
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+        return self.proc
+
+    def stop(self) -> None:
+        proc, self.proc = self.proc, None
+        if proc is not None and proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+    def serve(self, payload: Path, results: Path) -> str | None:
+        """Run one batch; None on success, else why it failed."""
+        try:
+            proc = self._start()
+        except OSError as exc:
+            return f"could not start a subprocess: {first_line(exc)}"
+        reply: list[str] = []
+        reader = threading.Thread(target=lambda: reply.append(proc.stdout.readline()), daemon=True)
+        try:
+            proc.stdin.write(f"{payload}\t{results}\n")
+            proc.stdin.flush()
+        except OSError:
+            pass  # the child is gone: reported below with its exit code and last error line
+        reader.start()
+        reader.join(TIMEOUT_S)
+        if reader.is_alive():
+            self.stop()
+            return f"the subprocess that loads the saved module did not finish within {TIMEOUT_S} s"
+        if reply and reply[0].strip() == "done" and results.exists():
+            return None
+        self.stop()
+        tail = [line for line in (proc.stderr.read() or "").strip().splitlines() if line.strip()]
         last = tail[-1].strip() if tail else "no output"
         return f"the subprocess that loads the saved module exited with {proc.returncode}: {last[:300]}"
-    return None
+
+
+_LOADER: _Loader | None = None
+
+
+def _loader() -> _Loader:
+    global _LOADER  # noqa: PLW0603 - one loader per process, stopped at exit
+    if _LOADER is None:
+        _LOADER = _Loader()
+        atexit.register(_LOADER.stop)
+    return _LOADER
+
+
+def _run_child(payload: Path, results: Path, folder: Path) -> str | None:
+    return _loader().serve(payload, results)
 
 
 def _judge(job: _Job, result: dict[str, Any]) -> None:

@@ -410,3 +410,15 @@ def test_plugin_reports_diverges(jitcpu_pytester: pytest.Pytester) -> None:
     assert any(f"test_traps.py:{line})" in w for w in trap["warnings"]), trap["warnings"]
     off = next(r for r in by_test["test_trap_not_searched"] if r["mode"] == "trace-dict")
     assert (off["status"], off["examples"]) == ("pass", None)
+
+
+def test_export_is_searched_too_and_compile_says_why_it_is_not() -> None:
+    # torch.export specializes int(x.shape[1]) to the example's size: the exported program then
+    # raises on other sizes that eager accepts, which is a divergence, not a pass.
+    result = check(ShapeToInt(), ids_batch(), modes=["eager", "export"])
+    rec = result.record("export")
+    assert rec.status == "diverges", result.table()
+    assert rec.reason.startswith("exported program failed on a generated input that eager accepts")
+    assert rec.counterexample
+    bert, inputs = tm.tiny_bert()
+    assert check(bert, inputs, modes=["eager", "export"]).status("export") == "pass"
