@@ -16,6 +16,7 @@ Writes benchmarks/results/inference.md and inference.json.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import statistics
@@ -25,6 +26,7 @@ import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -51,7 +53,13 @@ def machine() -> dict:
     return env
 
 
-def make_variants(names: list[str], args: argparse.Namespace) -> dict[str, tuple[Callable[[list[str]], np.ndarray], dict]]:
+def _embeddings(predictor: Any, texts: list[str]) -> np.ndarray:
+    return predictor.predict(texts).embeddings
+
+
+def make_variants(
+    names: list[str], args: argparse.Namespace
+) -> dict[str, tuple[Callable[[list[str]], np.ndarray], dict]]:
     """name -> (encode(texts) -> embeddings, info incl. setup seconds)."""
     from pytest_jitcpu.inference import Predictor
 
@@ -62,10 +70,7 @@ def make_variants(names: list[str], args: argparse.Namespace) -> dict[str, tuple
         info: dict = {}
         if name in ("hand", "hand-sorted"):
             hand = hand or baselines.HandLoop(args.batch_size, args.max_seq_length)
-            h = hand
-            fn = (lambda h: lambda texts: h.encode(texts, by_length=False))(h)
-            if name == "hand-sorted":
-                fn = (lambda h: lambda texts: h.encode(texts, by_length=True))(h)
+            fn = functools.partial(hand.encode, by_length=name == "hand-sorted")
         elif name == "st":
             st = baselines.SentenceTransformersEncode(args.batch_size, args.max_seq_length)
             fn = st.encode
@@ -85,7 +90,7 @@ def make_variants(names: list[str], args: argparse.Namespace) -> dict[str, tuple
             info["mode"] = predictor.decision.name if predictor.decision else None
             info["decision"] = predictor.decision.reason if predictor.decision else None
             info["log"] = [line for line in log if not line.startswith("jitcpu: task")]
-            fn = (lambda p: lambda texts: p.predict(texts).embeddings)(predictor)
+            fn = functools.partial(_embeddings, predictor)
         else:
             raise SystemExit(f"unknown variant {name!r}")
         info["setup_s"] = time.perf_counter() - start
@@ -109,7 +114,11 @@ def interleaved(variants: dict, texts: list[str], chunk: int) -> dict[str, dict]
             seconds[name] += took
             per_chunk[name].append(took)
             outputs[name].append(emb)
-        print(f"chunk {k + 1}/{len(chunks)}: " + ", ".join(f"{n} {per_chunk[n][-1]:.1f}s" for n in names), file=sys.stderr, flush=True)
+        print(
+            f"chunk {k + 1}/{len(chunks)}: " + ", ".join(f"{n} {per_chunk[n][-1]:.1f}s" for n in names),
+            file=sys.stderr,
+            flush=True,
+        )
     results = {}
     for name in names:
         results[name] = {
@@ -168,6 +177,7 @@ def main() -> None:
     parser.add_argument("--variants", default=DEFAULT_VARIANTS, help="also: jitcpu-export, jitcpu-compile")
     parser.add_argument("--no-cli", action="store_true", help="skip the end-to-end `jitcpu run` process")
     parser.add_argument("--results", default=str(HERE / "results"))
+    parser.add_argument("--name", default="inference", help="results file stem")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     began = time.perf_counter()
@@ -183,6 +193,7 @@ def main() -> None:
         variants = make_variants(names, args)
         results = interleaved(variants, texts, args.chunk)
     reference = results["hand"]["embeddings"] if "hand" in results else None
+    eager = results["jitcpu-eager"]["embeddings"] if "jitcpu-eager" in results else None
     cli = None
     if not args.no_cli:
         with tempfile.TemporaryDirectory(prefix="jitcpu-bench-") as tmp:
@@ -191,6 +202,8 @@ def main() -> None:
     for r in [*results.values(), *([cli] if cli and "error" not in cli else [])]:
         if reference is not None:
             r["cosine_min_vs_hand"] = cosine_min(r["embeddings"], reference)
+        if eager is not None:
+            r["cosine_min_vs_jitcpu_eager"] = cosine_min(r["embeddings"], eager)
         r.pop("embeddings", None)
     modes = [n for n in results if n.startswith("jitcpu-") and n != "jitcpu-auto"]
     fastest = max(modes, key=lambda n: results[n]["rows_per_s"], default=None)
@@ -224,8 +237,8 @@ def main() -> None:
     }
     out_dir = Path(args.results)
     out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "inference.json").write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
-    (out_dir / "inference.md").write_text(markdown(report), encoding="utf-8")
+    (out_dir / f"{args.name}.json").write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+    (out_dir / f"{args.name}.md").write_text(markdown(report), encoding="utf-8")
     print(markdown(report))
 
 
@@ -248,18 +261,29 @@ def markdown(report: dict) -> str:
         f"load average {env['load_average'][0]:.1f} at start, {env['load_average_end'][0]:.1f} at end "
         "(a shared machine: absolute numbers drift, the ratios of one run are what to compare).",
         "",
-        "| variant | rows/s | vs hand loop | setup s | min cosine vs hand loop | mode used |",
-        "|---|---|---|---|---|---|",
+        "| variant | rows/s (total) | rows/s (median chunk) | vs hand loop (median chunk) | setup s "
+        "| min cosine vs hand loop | vs jitcpu eager | mode used |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     results = {r["name"]: r for r in report["results"]}
     hand = results.get("hand")
     for name, r in results.items():
-        vs = f"{hand['seconds'] / r['seconds']:.2f}x" if hand else "-"
+        vs = "-"
+        if hand:
+            chunks = [h / x for h, x in zip(hand["per_chunk_s"], r["per_chunk_s"], strict=True)]
+            vs = f"{statistics.median(chunks):.2f}x"
+        median_rate = s["chunk"] / statistics.median(r["per_chunk_s"])
         setup = f"{r['setup_s']:.1f}" if "setup_s" in r else "-"
         cos = f"{r['cosine_min_vs_hand']:.6f}" if "cosine_min_vs_hand" in r else "-"
-        lines.append(f"| {name} | {r['rows_per_s']:.1f} | {vs} | {setup} | {cos} | {r.get('mode') or '-'} |")
+        cos_eager = f"{r['cosine_min_vs_jitcpu_eager']:.6f}" if "cosine_min_vs_jitcpu_eager" in r else "-"
+        lines.append(
+            f"| {name} | {r['rows_per_s']:.1f} | {median_rate:.1f} | {vs} | {setup} | {cos} | {cos_eager} "
+            f"| {r.get('mode') or '-'} |"
+        )
     lines += ["", "Ratios (speed of the first over the second, same run):", ""]
     for key, value in report["ratios"].items():
+        if value is None:
+            continue
         if key == "fastest_mode":
             lines.append(f"- fastest jitcpu mode: {value}")
         elif key == "engine_overhead_eager_vs_hand_sorted":

@@ -84,7 +84,7 @@ def main() -> None:
         f"`jitcpu run` (embedded MiniLM, --mode {args.mode}, {args.threads} threads), sentences of "
         f"{args.min_words}-{args.max_words} words; CPU {env['cpu']} ({env['isa']}). Peak RSS is the process's ru_maxrss.",
         "",
-        "| rows | output | input MB | output MB | peak RSS MB | rows/s |",
+        "| rows | output | input MB | output MB | peak RSS MB | rows/s (overall, incl. load) |",
         "|---|---|---|---|---|---|",
     ]
     for r in results:

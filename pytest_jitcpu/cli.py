@@ -193,6 +193,7 @@ def _err(message: str) -> None:
 
 def _run(args: argparse.Namespace) -> int:
     from .inference import Predictor, RowError
+    from .inference.selection import ModelFailed
 
     predictor = Predictor(
         _model(args),
@@ -210,6 +211,9 @@ def _run(args: argparse.Namespace) -> int:
     )
     try:
         summary = predictor.run(args.input, args.output, args.input_format, args.progress)
+    except ModelFailed as exc:
+        _err(f"jitcpu run: {exc}; no output written")
+        return EXIT_FAILED
     except RowError as exc:
         _err(f"jitcpu run: {args.input} {exc}")
         _err("jitcpu run: stopped (--on-error fail); no output written. Pass --on-error skip to skip bad rows.")

@@ -152,6 +152,20 @@ def test_check_prints_the_matrix_and_writes_reports(folders, tmp_path, capsys):
     assert "pytest-jitcpu compatibility report" in report_md.read_text(encoding="utf-8")
 
 
+def test_check_exits_1_when_a_mode_does_not_match_eager(folders, monkeypatch, capsys):
+    from pytest_jitcpu import modes
+    from pytest_jitcpu.modes import Built
+
+    def wrong_trace(model, inputs, dtype):
+        return Built("trace-dict", dtype, lambda x: model(**x.kwargs) + 1.0, module=model)
+
+    monkeypatch.setitem(modes.BUILDERS, "trace-dict", wrong_trace)
+    argv = ["check", str(folders["st"]), "--modes", "eager,trace-dict", "--dtypes", "fp32", "--examples", "0"]
+    assert main(argv) == 1
+    out = capsys.readouterr().out
+    assert "trace-dict  fp32   mismatch" in out and "1 check(s) failed: trace-dict/fp32 mismatch" in out
+
+
 def test_installed_console_script_runs(folders, texts, tmp_path):
     script = Path(sys.executable).with_name("jitcpu")
     if not script.exists():

@@ -119,6 +119,15 @@ def test_a_mode_failing_mid_run_hands_over_to_eager_once_without_losing_rows(fol
     np.testing.assert_allclose(result.embeddings, mean_pooled(folders["st"], texts).numpy(), atol=2e-5)
 
 
+def test_run_streams_python_rows_to_an_output_file(folders, tmp_path):
+    result = run(folders["st"], rows=SENTENCES[:3], output=tmp_path / "e.npy", mode="eager", log=quiet)
+    assert result.outputs == [] and result.summary.rows == 3
+    np.testing.assert_allclose(
+        np.load(tmp_path / "e.npy"), mean_pooled(folders["st"], SENTENCES[:3]).numpy(), atol=2e-5
+    )
+    assert "outputs written to the output file" in repr(result)
+
+
 def test_rows_stream_from_a_generator_a_window_at_a_time(folders):
     consumed = itertools.count()
     seen: list[int] = []

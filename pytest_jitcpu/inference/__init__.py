@@ -18,13 +18,14 @@ from .check import check_model
 from .models import TASKS
 from .rows import Row
 from .runner import Predictor, Result, RowError
-from .selection import AUTO_CANDIDATES, Decision
+from .selection import AUTO_CANDIDATES, Decision, ModelFailed
 from .summary import Summary
 
 __all__ = [
     "AUTO_CANDIDATES",
     "TASKS",
     "Decision",
+    "ModelFailed",
     "Predictor",
     "Result",
     "Row",

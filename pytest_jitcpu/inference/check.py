@@ -105,6 +105,8 @@ def table(records: Sequence[Record]) -> list[str]:
             detail = (detail + "; " if detail else "") + f"fused: {', '.join(r.fused_ops[:6])}"
         if r.frozen is False:
             detail = (detail + "; " if detail else "") + "not frozen"
+        if r.serializable is False:
+            detail = (detail + "; " if detail else "") + f"not serializable ({r.serializable_reason})"
         lines.append(
             (
                 r.mode,

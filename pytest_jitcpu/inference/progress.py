@@ -42,12 +42,12 @@ class Progress:
         self.enabled = enabled
         self.total = total
         self.interval = interval
-        self.rows = 0
+        self.rows = 0.0
         self.start = time.perf_counter()
         self._last = 0.0
         self._drawn = False
 
-    def update(self, rows: int) -> None:
+    def update(self, rows: float) -> None:
         self.rows += rows
         if not self.enabled:
             return
@@ -60,12 +60,13 @@ class Progress:
     def _draw(self, now: float) -> None:
         elapsed = max(now - self.start, 1e-9)
         rate = self.rows / elapsed
-        text = f"{self.rows} rows"
+        rows = round(self.rows)  # a question-answering row's windows count as fractions of it
+        text = f"{rows} rows"
         if self.total:
             done = min(self.rows / self.total, 1.0)
             filled = int(done * 20)
-            eta = (self.total - self.rows) / rate if rate > 0 else 0
-            text = f"[{'#' * filled}{'.' * (20 - filled)}] {self.rows}/{self.total} rows {done:4.0%}"
+            eta = max(self.total - self.rows, 0) / rate if rate > 0 else 0
+            text = f"[{'#' * filled}{'.' * (20 - filled)}] {rows}/{self.total} rows {done:4.0%}"
             text += f"  {rate:.1f} rows/s  ETA {duration(eta)}"
         else:
             text += f"  {rate:.1f} rows/s"

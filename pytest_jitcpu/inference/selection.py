@@ -72,6 +72,10 @@ def parse_candidates(value: str | Sequence[str]) -> tuple[str, ...]:
     return tuple(sorted(out, key=MODES.index))
 
 
+class ModelFailed(RuntimeError):
+    """The model does not even run in eager mode on the sampled input: nothing to choose from."""
+
+
 @dataclass
 class Candidate:
     mode: str  # engine mode
@@ -222,7 +226,7 @@ def choose(
     eagers = {c.dtype: c for c in passing if c.mode == "eager"}
     if not eagers:
         reasons = "; ".join(sorted({f"{c.name}: {c.reason}" for c in candidates if c.mode == "eager"}))
-        raise RuntimeError(f"the model does not run in eager mode on this input: {reasons}")
+        raise ModelFailed(f"the model does not run in eager mode on this input: {reasons}")
     baseline = eagers.get(dtypes[0]) or next(iter(eagers.values()))
     if timed:
         _time(passing, timing_batches)
@@ -232,7 +236,7 @@ def choose(
             reason = f"no verified mode was faster than {baseline.name}"
         elif gain < MIN_GAIN:
             reason = (
-                f"the fastest verified mode, {pick.name}, is only {gain:.2f}x {baseline.name} "
+                f"the fastest verified mode, {pick.name}, is only {gain:.3f}x {baseline.name} "
                 f"(under {MIN_GAIN}x is timing noise), so {baseline.name} it is"
             )
             pick = baseline
