@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 import os
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import pytest
@@ -21,13 +21,11 @@ from .settings import (
     DTYPES,
     FALLBACK_POLICIES,
     MODES,
+    PARSERS,
     Settings,
     UsageError,
-    parse_dtypes,
-    parse_examples,
-    parse_fallback,
+    parse_flag,
     parse_modes,
-    parse_tolerance,
 )
 
 MARKER_KWARGS = ("modes", "dtypes", "atol", "rtol", "fallback", "examples")
@@ -50,21 +48,15 @@ def _argtype(parse: Callable[[Any, str], Any], flag: str) -> Callable[[str], Any
     return convert
 
 
-def _flag(value: str, source: str) -> bool:
-    text = str(value).strip().lower()
-    if text in ("1", "true", "yes", "on"):
-        return True
-    if text in ("0", "false", "no", "off", ""):
-        return False
-    raise UsageError(f"{source}: {value!r} is not a boolean; use true or false")
-
-
 @dataclass(frozen=True)
 class Option:
     name: str  # e.g. "modes" -> --jitcpu-modes, jitcpu_modes, JITCPU_MODES
-    parse: Callable[[Any, str], Any]
     help: str
     default: Any
+
+    @property
+    def parse(self) -> Callable[[Any, str], Any]:
+        return PARSERS[self.name]
 
     @property
     def flag(self) -> str:
@@ -80,25 +72,21 @@ class Option:
 
 
 OPTIONS = (
-    Option(
-        "modes", parse_modes, f"comma-separated modes to check, or 'all' ({', '.join(MODES)})", ",".join(DEFAULT_MODES)
-    ),
-    Option("dtypes", parse_dtypes, f"comma-separated dtypes ({', '.join(DTYPES)})", ",".join(DEFAULT_DTYPES)),
-    Option("fallback", parse_fallback, f"what a tracing fallback does ({', '.join(FALLBACK_POLICIES)})", "warn"),
-    Option("atol", parse_tolerance, "absolute tolerance for every dtype", "per-dtype scaled default"),
-    Option("rtol", parse_tolerance, "relative tolerance for every dtype", "1.3e-6 fp32, 1.6e-2 bf16"),
-    Option("examples", parse_examples, "generated inputs each passing trace is checked on (0: off)", DEFAULT_EXAMPLES),
+    Option("modes", f"comma-separated modes to check, or 'all' ({', '.join(MODES)})", ",".join(DEFAULT_MODES)),
+    Option("dtypes", f"comma-separated dtypes ({', '.join(DTYPES)})", ",".join(DEFAULT_DTYPES)),
+    Option("fallback", f"what a tracing fallback does ({', '.join(FALLBACK_POLICIES)})", "warn"),
+    Option("atol", "absolute tolerance for every dtype", "per-dtype scaled default"),
+    Option("rtol", "relative tolerance for every dtype", "1.3e-6 fp32, 1.6e-2 bf16"),
+    Option("examples", "generated inputs each passing trace is checked on (0: off)", DEFAULT_EXAMPLES),
     Option(
         "derandomize",
-        _flag,
         "generate the same inputs on every run (false: new random inputs each run)",
         "true",
     ),
     Option(
         "serialize",
-        _flag,
         "round-trip passing traces through torch.jit.save/load in a fresh Python without transformers "
-        "(one subprocess per check)",
+        "(one loader process per session)",
         "true",
     ),
 )
@@ -166,16 +154,7 @@ def session_settings(config: pytest.Config) -> Settings:
         ini = config.getini(opt.ini)
         if ini not in (None, "", []):
             values[opt.name] = opt.parse(ini, f"ini option {opt.ini}")
-    settings = Settings()
-    for key, value in values.items():
-        settings = _replace(settings, key, value)
-    return _replace(settings, "ipex", ipex_requested(config))
-
-
-def _replace(settings: Settings, key: str, value: Any) -> Settings:
-    from dataclasses import replace
-
-    return replace(settings, **{key: value})
+    return replace(Settings(), **values, ipex=ipex_requested(config))
 
 
 def ipex_requested(config: pytest.Config) -> bool:
@@ -183,7 +162,7 @@ def ipex_requested(config: pytest.Config) -> bool:
         return True
     env = os.environ.get("JITCPU_IPEX")
     if env is not None and env.strip():
-        return _flag(env, "environment variable JITCPU_IPEX")
+        return parse_flag(env, "environment variable JITCPU_IPEX")
     return bool(config.getini("jitcpu_ipex"))
 
 
@@ -238,17 +217,12 @@ def marker_settings(base: Settings, marker: pytest.Mark | None, where: str) -> S
         raise UsageError(
             f"{where}: @pytest.mark.jitcpu got unknown keyword {unknown[0]!r}; choose from {', '.join(MARKER_KWARGS)}"
         )
-    parsers = {opt.name: opt.parse for opt in OPTIONS}
-    settings = base
-    for key, value in marker.kwargs.items():
-        if value is None:
-            continue
-        settings = _replace(settings, key, parsers[key](value, f"{where}: @pytest.mark.jitcpu({key}=...)"))
-    return settings
+    given = {key: value for key, value in marker.kwargs.items() if value is not None}
+    return base.updated(source=f"{where}: @pytest.mark.jitcpu({{key}}=...)", **given)
 
 
 def with_ipex(settings: Settings) -> Settings:
     """--jitcpu-ipex adds the ipex mode to whatever modes were chosen."""
     if settings.ipex and "ipex" not in settings.modes:
-        return _replace(settings, "modes", parse_modes([*settings.modes, "ipex"]))
+        return replace(settings, modes=parse_modes([*settings.modes, "ipex"]))
     return settings

@@ -6,8 +6,9 @@ Shared by the pytest plugin and the command line, so a bad value reads the same 
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
+from typing import Any
 
 MODES: tuple[str, ...] = ("eager", "trace-dict", "trace-tuple", "ipex", "export", "compile")
 DEFAULT_MODES: tuple[str, ...] = ("eager", "trace-dict", "trace-tuple")
@@ -86,6 +87,15 @@ def parse_examples(value: str | int, source: str = "examples") -> int:
     return number
 
 
+def parse_flag(value: str | bool, source: str = "flag") -> bool:
+    text = str(value).strip().lower()
+    if text in ("1", "true", "yes", "on"):
+        return True
+    if text in ("0", "false", "no", "off", ""):
+        return False
+    raise UsageError(f"{source}: {value!r} is not a boolean; use true or false")
+
+
 @dataclass(frozen=True)
 class Settings:
     """What one ``check`` runs: resolved from marker, command line, environment, ini and defaults."""
@@ -101,24 +111,31 @@ class Settings:
     serialize: bool = True
     extra: dict = field(default_factory=dict)
 
-    def updated(self, **changes: object) -> Settings:
-        """A copy with the given fields parsed and replaced (unknown names are usage errors)."""
+    def updated(self, source: str = "{key}", **changes: object) -> Settings:
+        """A copy with the given fields parsed and replaced (unknown names are usage errors).
+
+        ``source`` names where the values came from in an error, with ``{key}`` for the field.
+        None leaves a field as it is, except atol/rtol, where it means the dtype's default."""
         parsed: dict[str, object] = {}
         for key, value in changes.items():
             if value is None and key not in ("atol", "rtol"):
                 continue
-            if key == "modes":
-                parsed[key] = parse_modes(value, "modes")  # type: ignore[arg-type]
-            elif key == "dtypes":
-                parsed[key] = parse_dtypes(value, "dtypes")  # type: ignore[arg-type]
-            elif key in ("atol", "rtol"):
-                parsed[key] = parse_tolerance(value, key)  # type: ignore[arg-type]
-            elif key == "fallback":
-                parsed[key] = parse_fallback(value, "fallback")  # type: ignore[arg-type]
-            elif key == "examples":
-                parsed[key] = parse_examples(value, "examples")  # type: ignore[arg-type]
-            elif key in ("ipex", "derandomize", "serialize"):
-                parsed[key] = bool(value)
-            else:
+            if key not in PARSERS:
                 raise UsageError(f"unknown setting {key!r}")
+            parsed[key] = PARSERS[key](value, source.format(key=key))
         return replace(self, **parsed)
+
+
+# How each Settings field is parsed from a user's value: the marker, check(**overrides), the command
+# line, the environment and ini all go through these.
+PARSERS: dict[str, Callable[[Any, str], Any]] = {
+    "modes": parse_modes,
+    "dtypes": parse_dtypes,
+    "atol": parse_tolerance,
+    "rtol": parse_tolerance,
+    "fallback": parse_fallback,
+    "examples": parse_examples,
+    "ipex": parse_flag,
+    "derandomize": parse_flag,
+    "serialize": parse_flag,
+}
