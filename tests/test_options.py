@@ -457,3 +457,11 @@ def test_report_write_failure_at_the_end_is_reported_not_a_crash(
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     result.stdout.fnmatch_lines(["jitcpu: could not write report out/r.json: [[]Errno 28[]] No space left on device"])
     result.stdout.no_fnmatch_line("*generated jitcpu report*")
+
+
+def test_check_overrides_parse_flags_like_the_command_line() -> None:
+    # check(serialize="false") must mean off, as --jitcpu-serialize=false does (not bool("false")).
+    assert Settings().updated(serialize="false", derandomize="no").serialize is False
+    assert Settings().updated(serialize=True).serialize is True
+    with pytest.raises(UsageError, match="serialize: 'maybe' is not a boolean"):
+        Settings().updated(serialize="maybe")
