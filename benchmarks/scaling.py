@@ -44,7 +44,7 @@ def main() -> None:
     parser.add_argument("--results", default=str(HERE / "results"))
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    from pytest_jitcpu import modes
+    from pytest_jitcpu import backends
     from pytest_jitcpu.environment import environment
     from pytest_jitcpu.inference import models
 
@@ -53,7 +53,7 @@ def main() -> None:
     loaded = models.load(None)
     names = args.modes.split(",")
     with models.quiet_transformers():
-        built = {m: modes.build(m, loaded.module, batch(8, 16), "fp32") for m in names}
+        built = {m: backends.build(m, loaded.module, batch(8, 16), "fp32") for m in names}
     shapes = [(int(b), args.fixed_seq) for b in args.batch_sizes.split(",")]
     shapes += [
         (args.fixed_batch, int(s)) for s in args.seq_lengths.split(",") if (args.fixed_batch, int(s)) not in shapes

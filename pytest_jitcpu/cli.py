@@ -78,7 +78,7 @@ def _model_args(p: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from .inference.selection import AUTO_CANDIDATES, RUN_MODES
+    from .inference.selection import AUTO_CANDIDATES, NOT_IN_AUTO, RUN_MODES
 
     parser = _Parser(prog="jitcpu", description="Check and run a model on CPU in its fastest verified mode.")
     from . import __version__
@@ -147,7 +147,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--candidates",
         default=",".join(AUTO_CANDIDATES),
-        help=f"modes --mode auto tries (default: {','.join(AUTO_CANDIDATES)}; export and compile can be added)",
+        help=f"modes --mode auto tries (default: {','.join(AUTO_CANDIDATES)}; {' and '.join(NOT_IN_AUTO)} can be added)",
     )
     run.add_argument("--pooling", choices=("mean", "cls", "max"), default=None, help="feature-extraction pooling")
     run.add_argument("--normalize", action=argparse.BooleanOptionalAction, default=None, help="L2-normalize embeddings")

@@ -11,13 +11,13 @@ from typing import Any
 
 import torch
 
-from . import generalize, serialize
-from . import modes as mode_impl
+from . import backends, generalize, serialize
+from .backends.base import Built, Fallback, Unavailable, first_line, timed_runs
+from .backends.table import ROUND_TRIP_MODES
 from .compare import Tolerance, compare
 from .inputs import Inputs, normalize
-from .modes import Built, Fallback, Unavailable, first_line, timed_runs
 from .record import CheckResult, Record
-from .settings import DEFAULT_DTYPES, DEFAULT_MODES, TRACE_MODES, Settings, UsageError
+from .settings import DEFAULT_DTYPES, DEFAULT_MODES, Settings, UsageError
 
 RUNS = 3  # runs per mode before comparing: TorchScript's profiling executor optimizes on later runs
 
@@ -92,7 +92,7 @@ def _check(
     on_built: Callable[[Built], None] | None,
 ) -> tuple[list[Record], Any]:
     records: list[Record] = []
-    eager = mode_impl.build("eager", model, batch, "fp32")
+    eager = backends.build("eager", model, batch, "fp32")
     reference, error, eager_fields = _reference(eager, batch)
     if error is not None:
         for dtype in settings.dtypes:
@@ -149,7 +149,7 @@ def _check_mode(
 ) -> Record:
     rec = _record(nodeid, label, mode, dtype, "pass", notes=list(notes))
     try:
-        built = mode_impl.build(mode, model, batch, dtype)
+        built = backends.build(mode, model, batch, dtype)
     except Unavailable as exc:
         rec.status, rec.reason = "unavailable", str(exc)
         return rec
@@ -195,5 +195,5 @@ def _after_pass(
         return
     if settings.examples > 0:
         generalize.check(model, batch, built, rec, tolerance, settings, generate)
-    if settings.serialize and rec.mode in TRACE_MODES:
+    if settings.serialize and rec.mode in ROUND_TRIP_MODES:
         serialize.check(batch, built, rec, tolerance, model)

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import functools
 import platform
+import sys
 from pathlib import Path
 from typing import Any
 
 import torch
+
+from .backends.table import BACKENDS
 
 
 @functools.lru_cache(maxsize=1)
@@ -63,15 +66,26 @@ def _version(module: str) -> str | None:
         return None
 
 
+def _backend_version(distribution: str, import_name: str | None) -> str | None:
+    """The imported module's own version when the session imported it (what actually ran), else the
+    installed distribution's; None when it is not installed."""
+    module = sys.modules.get(import_name) if import_name else None
+    found = getattr(module, "__version__", None) if module is not None else None
+    return str(found) if found is not None else _version(distribution)
+
+
+def versions() -> dict[str, str | None]:
+    """The version of each backend's package, keyed as in the report (from the backends table)."""
+    return {b.version_key: _backend_version(b.package, b.import_name) for b in BACKENDS if b.version_key and b.package}
+
+
 def environment() -> dict[str, Any]:
     """The ``environment`` object of the JSON report."""
-    from . import ipex
-
     return {
         "python": platform.python_version(),
         "torch": torch.__version__,
         "transformers": _version("transformers"),
-        "ipex": ipex.version() if ipex.load.cache_info().currsize else _version("intel-extension-for-pytorch"),
+        **versions(),
         "cpu": cpu_name(),
         "isa": isa(),
         "bf16_native": native_bf16(),

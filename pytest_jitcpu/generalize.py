@@ -38,13 +38,12 @@ from hypothesis import HealthCheck, Phase, Verbosity
 from hypothesis.errors import HypothesisException, Unsatisfiable
 
 from . import strategies
+from .backends.base import Built, captured_warnings, first_line, precision
+from .backends.table import SEARCHED_MODES, backend
 from .compare import Comparison, Tolerance, compare, leaves
 from .inputs import Inputs
-from .modes import Built, captured_warnings, first_line, precision
 from .record import Record
-from .settings import TRACE_MODES, Settings, UsageError
-
-SEARCHED_MODES = (*TRACE_MODES, "export")
+from .settings import Settings, UsageError
 
 SHRINK_BUDGET = 100  # new (uncached) model evaluations allowed once a divergence was found
 # Eager outputs kept per check: the same generated inputs recur for every mode and dtype of a check.
@@ -246,10 +245,10 @@ def check(
     """Search for an input on which ``built`` and eager disagree; on one, ``rec`` becomes ``diverges``."""
     if settings.examples <= 0:
         return
-    if rec.mode == "compile":
-        rec.notes.append("generalization not searched: torch.compile guards and recompiles on other inputs")
-        return
     if rec.mode not in SEARCHED_MODES:
+        why = backend(rec.mode).not_searched
+        if why:
+            rec.notes.append(f"generalization not searched: {why}")
         return
     try:
         found = _search_for(model, batch, generate, settings.examples)

@@ -68,7 +68,7 @@ def pytest_configure(config: pytest.Config) -> None:
     except UsageError as exc:
         raise pytest.UsageError(str(exc)) from None
     if session.settings.ipex:
-        from . import ipex
+        from .backends import ipex
 
         session.ipex_reason = ipex.unavailable_reason()
         if session.ipex_reason and config.getini("jitcpu_ipex_required"):

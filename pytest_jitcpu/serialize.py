@@ -30,9 +30,9 @@ from typing import Any
 
 import torch
 
+from .backends.base import Built, captured_warnings, first_line
 from .compare import Tolerance, compare
 from .inputs import Inputs, as_positional
-from .modes import Built, captured_warnings, first_line
 from .record import Record
 
 TIMEOUT_S = 600

@@ -10,9 +10,8 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-MODES: tuple[str, ...] = ("eager", "trace-dict", "trace-tuple", "ipex", "export", "compile")
-DEFAULT_MODES: tuple[str, ...] = ("eager", "trace-dict", "trace-tuple")
-TRACE_MODES: tuple[str, ...] = ("trace-dict", "trace-tuple", "ipex")
+from .backends.table import DEFAULT_MODES, MODES, TRACE_MODES  # noqa: F401 - settings names them for everyone
+
 DTYPES: tuple[str, ...] = ("fp32", "bf16")
 DEFAULT_DTYPES: tuple[str, ...] = ("fp32", "bf16")
 FALLBACK_POLICIES: tuple[str, ...] = ("warn", "fail", "expect")

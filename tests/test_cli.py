@@ -153,13 +153,13 @@ def test_check_prints_the_matrix_and_writes_reports(folders, tmp_path, capsys):
 
 
 def test_check_exits_1_when_a_mode_does_not_match_eager(folders, monkeypatch, capsys):
-    from pytest_jitcpu import modes
-    from pytest_jitcpu.modes import Built
+    from pytest_jitcpu.backends import trace
+    from pytest_jitcpu.backends.base import Built
 
     def wrong_trace(model, inputs, dtype):
         return Built("trace-dict", dtype, lambda x: model(**x.kwargs) + 1.0, module=model)
 
-    monkeypatch.setitem(modes.BUILDERS, "trace-dict", wrong_trace)
+    monkeypatch.setattr(trace, "build_dict", wrong_trace)
     argv = ["check", str(folders["st"]), "--modes", "eager,trace-dict", "--dtypes", "fp32", "--examples", "0"]
     assert main(argv) == 1
     out = capsys.readouterr().out

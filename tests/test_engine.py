@@ -10,7 +10,7 @@ import tiny_models as tm
 import torch
 
 from pytest_jitcpu import engine
-from pytest_jitcpu.modes import first_line
+from pytest_jitcpu.backends.base import first_line
 from pytest_jitcpu.record import CheckResult
 from pytest_jitcpu.settings import DEFAULT_MODES, Settings, UsageError
 

@@ -21,10 +21,12 @@ from inference_models import (
     tokenizer,
 )
 
-from pytest_jitcpu import environment, modes
+from pytest_jitcpu import environment
+from pytest_jitcpu.backends import eager
+from pytest_jitcpu.backends import trace as trace_backend
+from pytest_jitcpu.backends.base import Built
 from pytest_jitcpu.inference import Predictor, RowError, run
 from pytest_jitcpu.inference.progress import Progress
-from pytest_jitcpu.modes import Built
 from pytest_jitcpu.settings import UsageError
 
 
@@ -83,7 +85,7 @@ def _wrong_trace(model, inputs, dtype):
 
 
 def test_auto_never_picks_a_mode_that_does_not_match_eager(folders, monkeypatch):
-    monkeypatch.setitem(modes.BUILDERS, "trace-dict", _wrong_trace)
+    monkeypatch.setattr(trace_backend, "build_dict", _wrong_trace)
     lines: list[str] = []
     result = run(folders["st"], rows=SENTENCES, candidates="eager,trace", log=lines.append)
     trace = next(c for c in result.decision.candidates if c.mode == "trace-dict")
@@ -98,17 +100,17 @@ def test_a_mode_failing_mid_run_hands_over_to_eager_once_without_losing_rows(fol
     calls = {"failed": 0}
 
     def flaky_trace(model, inputs, dtype):
-        eager = modes.build_eager(model, inputs, dtype)
+        built = eager.build(model, inputs, dtype)
 
         def run_(x):
             if (x.kwargs["input_ids"] == paris).any():  # only rows after the sampled first window say "paris"
                 calls["failed"] += 1
                 raise RuntimeError("shape guard failed")
-            return eager.run(x)
+            return built.run(x)
 
         return Built("trace-dict", dtype, run_, module=model)
 
-    monkeypatch.setitem(modes.BUILDERS, "trace-dict", flaky_trace)
+    monkeypatch.setattr(trace_backend, "build_dict", flaky_trace)
     texts = [t for t in SENTENCES if "paris" not in t] * 2 + ["paris is a city", "the fox", "paris"] * 3
     lines: list[str] = []
     result = run(folders["st"], rows=texts, mode="trace", batch_size=4, window=8, log=lines.append)

@@ -17,9 +17,10 @@ import torch
 from plugin_runs import load_json, run, run_inprocess
 from tiny_models import TinyMLP, features
 
-from pytest_jitcpu import engine, environment, ipex
+from pytest_jitcpu import engine, environment
+from pytest_jitcpu.backends import ipex
+from pytest_jitcpu.backends.base import Fallback, Unavailable
 from pytest_jitcpu.inputs import normalize
-from pytest_jitcpu.modes import Fallback, Unavailable
 
 # What IPEX does when installed against another torch: print an error, then fail with AttributeError.
 BROKEN_IPEX = """

@@ -16,9 +16,11 @@ import torch
 import torch._inductor.config as inductor_config
 from plugin_runs import load_json, records_by_test, run, statuses
 
-from pytest_jitcpu import engine, successors
+from pytest_jitcpu import engine
+from pytest_jitcpu.backends import base, export
+from pytest_jitcpu.backends import compile as compile_backend
+from pytest_jitcpu.backends.base import Fallback, Unavailable
 from pytest_jitcpu.inputs import normalize
-from pytest_jitcpu.modes import Fallback, Unavailable
 
 
 class BranchOnValue(torch.nn.Module):
@@ -103,7 +105,7 @@ def test_compile_runs_through_a_graph_break_and_notes_it() -> None:
 
 
 def test_export_specializes_a_dim_the_model_fixes_and_says_so() -> None:
-    built = successors.build_export(FixedBatch(), normalize((tm.features(),)), "fp32")
+    built = export.build(FixedBatch(), normalize((tm.features(),)), "fp32")
     assert built.notes == ["export: batch specialized to 2"]
     x = tm.features(seed=1)
     assert torch.equal(built.run(normalize((x,))), x + FixedBatch().offset)
@@ -118,7 +120,7 @@ class KeywordsOnly(torch.nn.Module):
 
 def test_export_retries_static_when_dynamic_dims_fail_and_says_why() -> None:
     batch = tm.text_batch()
-    built = successors.build_export(KeywordsOnly(), normalize(batch), "fp32")
+    built = export.build(KeywordsOnly(), normalize(batch), "fp32")
     assert len(built.notes) == 1
     assert built.notes[0].startswith(
         "export: with dynamic batch, seq it failed, exported with static shapes: UserError:"
@@ -150,7 +152,7 @@ def test_export_bf16_runs_under_autocast() -> None:
     ids=["ids-mask", "pixels", "tuple", "size-one", "no-shared-batch", "no-shared-seq", "non-tensors"],
 )
 def test_dynamic_dims(inputs: Any, expected: dict[Any, dict[int, str]]) -> None:
-    assert successors.dynamic_dims(normalize(inputs)) == expected
+    assert export.dynamic_dims(normalize(inputs)) == expected
 
 
 def test_reason_keeps_the_first_line_and_the_users_source_line() -> None:
@@ -160,16 +162,16 @@ def test_reason_keeps_the_first_line_and_the_users_source_line() -> None:
         '  File "/usr/lib/python3/site-packages/torch/nn/modules/module.py", line 1, in _call_impl\n    return f()\n'
         '  File "/home/me/model.py", line 12, in forward\n    if x.max() > 3:\n'
     )
-    assert successors.reason(RuntimeError(message)) == (
+    assert base.reason(RuntimeError(message)) == (
         "RuntimeError: Dynamic control flow is not supported at the moment. "
         "(at /home/me/model.py:12 in forward: if x.max() > 3:)"
     )
-    assert successors.reason(ValueError("")) == "ValueError"
+    assert base.reason(ValueError("")) == "ValueError"
 
 
 def test_export_failure_is_a_fallback_not_an_exception() -> None:
     with pytest.raises(Fallback, match=r"^RuntimeError: Found <class 'object'> in output"):
-        successors.build_export(tm.PythonObjectOutput(), normalize((tm.features(),)), "fp32")
+        export.build(tm.PythonObjectOutput(), normalize((tm.features(),)), "fp32")
 
 
 def test_export_in_the_plugin_report(jitcpu_pytester: pytest.Pytester) -> None:
@@ -231,4 +233,4 @@ def test_compile_without_a_cxx_compiler_is_unavailable(monkeypatch: pytest.Monke
     with pytest.raises(
         Unavailable, match=r"^torch.compile \(inductor\) needs a C\+\+ compiler here: .*InvalidCxxCompiler"
     ):
-        successors.build_compile(tm.TinyMLP().eval(), normalize({"x": tm.features()}), "fp32")
+        compile_backend.build(tm.TinyMLP().eval(), normalize({"x": tm.features()}), "fp32")

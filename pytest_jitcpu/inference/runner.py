@@ -14,10 +14,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from .. import environment
-from .. import modes as mode_impl
+from .. import backends, environment
+from ..backends.base import Built, first_line
 from ..inputs import Inputs
-from ..modes import Built, first_line
 from ..settings import DTYPES, UsageError
 from . import batching, models, rows, selection, tasks, writers
 from .progress import Progress
@@ -181,7 +180,7 @@ class Predictor:
                 "and usually slower than fp32"
             )
         if self.mode == "eager":
-            eager = mode_impl.build("eager", module, self.make_inputs(features[:1]), dtypes[0])
+            eager = backends.build("eager", module, self.make_inputs(features[:1]), dtypes[0])
             self.decision = selection.Decision("eager", dtypes[0], eager, "requested")
         elif self.mode == "auto":
             self.decision = selection.choose(
@@ -208,7 +207,7 @@ class Predictor:
         self.log(f"jitcpu: running {d.name}: {d.reason}")
         eager = d.built
         if d.mode != "eager":
-            eager = mode_impl.build("eager", module, self.make_inputs(features[:1]), d.dtype)
+            eager = backends.build("eager", module, self.make_inputs(features[:1]), d.dtype)
         self.runner = ModeRunner(d.built, eager, self.log)
 
     # -- the loop ------------------------------------------------------------------------------------

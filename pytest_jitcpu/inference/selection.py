@@ -15,33 +15,20 @@ from typing import Any
 
 import torch
 
-from .. import engine
-from .. import modes as mode_impl
+from .. import backends, engine
+from ..backends import table
+from ..backends.base import Built, first_line
 from ..compare import Tolerance, compare
 from ..inputs import Inputs
-from ..modes import Built, first_line
 from ..settings import MODES, Settings, UsageError
 
 # Command-line mode names -> engine modes (`trace` is the Trainer's jit_mode_eval: dict inputs).
-MODE_NAMES: dict[str, str] = {
-    "eager": "eager",
-    "trace": "trace-dict",
-    "trace-dict": "trace-dict",
-    "trace-tuple": "trace-tuple",
-    "ipex": "ipex",
-    "export": "export",
-    "compile": "compile",
-}
+MODE_NAMES: dict[str, str] = table.CLI_NAMES
 RUN_MODES: tuple[str, ...] = ("auto", *MODE_NAMES)
-# `auto` tries the modes that can be faster than eager at a cost a run recovers. Left out unless listed
-# in --candidates: export (its module runs the same ATen kernels as eager through an FX graph: measured
-# 0.96-0.99x eager on MiniLM) and compile (inductor; 1.17x eager on MiniLM here, but 1-2 minutes of
-# compiling at the start and again for each new batch size, so worth it only for long runs).
-AUTO_CANDIDATES: tuple[str, ...] = ("eager", "trace", "ipex")
-NOT_IN_AUTO = {
-    "export": "runs the same kernels as eager, no speed to gain",
-    "compile": "compiles for minutes, and again per new batch size",
-}
+# `auto` tries the modes that can be faster than eager at a cost a run recovers; the others (with the
+# reason) only when --candidates lists them. Both come from the backends table.
+AUTO_CANDIDATES: tuple[str, ...] = table.AUTO_CANDIDATES
+NOT_IN_AUTO: dict[str, str] = table.NOT_IN_AUTO
 MIN_GAIN = 1.03  # a mode other than the baseline must be at least 3% faster: less is timing noise
 TIMING_BATCHES = 3
 CHECK_ROWS = 8  # rows in the batch the engine checks every mode on
@@ -49,7 +36,7 @@ CHECK_ROWS = 8  # rows in the batch the engine checks every mode on
 
 def display(mode: str) -> str:
     """The name users typed: trace-dict shows as `trace`."""
-    return "trace" if mode == "trace-dict" else mode
+    return table.DISPLAY.get(mode, mode)
 
 
 def parse_mode(value: str) -> str:
@@ -206,7 +193,7 @@ def choose(
     """
     start = time.perf_counter()
     check_batch, verify_batches, timing_batches = sample_batches(features, batch_size, make)
-    built: dict[tuple[str, str], Built] = {("eager", "fp32"): mode_impl.build("eager", module, check_batch, "fp32")}
+    built: dict[tuple[str, str], Built] = {("eager", "fp32"): backends.build("eager", module, check_batch, "fp32")}
 
     def keep(b: Built) -> None:
         built[(b.mode, b.dtype)] = b

@@ -14,7 +14,8 @@ import torch
 from plugin_runs import load_json, outcomes, records_by_test, run
 from transformers import BertConfig, BertModel
 
-from pytest_jitcpu import engine, environment, ipex
+from pytest_jitcpu import engine, environment
+from pytest_jitcpu.backends import ipex
 
 REASON = ipex.unavailable_reason()
 if REASON and os.environ.get("PYTEST_JITCPU_TESTS_NEED_IPEX") == "1":

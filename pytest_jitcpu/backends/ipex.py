@@ -15,9 +15,10 @@ from typing import Any
 
 import torch
 
-from . import environment
-from .inputs import Inputs, NotTraceable, as_keywords
-from .modes import Built, Fallback, Unavailable, captured_warnings, first_line, freeze, precision
+from .. import environment
+from ..inputs import Inputs, as_keywords
+from .base import Built, Fallback, Unavailable, build_traced, captured_warnings, first_line
+from .table import backend
 
 
 @functools.lru_cache(maxsize=1)
@@ -31,10 +32,7 @@ def load() -> tuple[Any, str | None]:
             import intel_extension_for_pytorch as ipex
     except ModuleNotFoundError as exc:
         if exc.name == "intel_extension_for_pytorch":
-            return (
-                None,
-                "intel-extension-for-pytorch is not installed (pip install 'pytest-jitcpu[ipex]' with torch 2.8.*)",
-            )
+            return None, f"intel-extension-for-pytorch is not installed ({backend('ipex').install})"
         return None, f"intel-extension-for-pytorch failed to import: {first_line(exc)}"
     except KeyboardInterrupt:
         raise
@@ -110,42 +108,48 @@ def build(model: torch.nn.Module, inputs: Inputs, dtype: str) -> Built:
         if not environment.native_bf16():
             notes.append("ipex bf16: no native BF16 instructions (avx512_bf16/amx/avx_ne_convert); IPEX emulates them")
     seen: list[str] = []
-    try:
-        kwargs = as_keywords(model, inputs.clone())
-    except NotTraceable as exc:
-        raise Fallback(str(exc)) from None
-    try:
-        with captured_warnings(seen, _tracer_or_ipex):
-            # ipex.optimize replaces modules and repacks weights: work on a copy, never the user's model.
-            optimized = ipex.optimize(
-                copy.deepcopy(model).eval(),
-                dtype=torch.bfloat16 if dtype == "bf16" else torch.float32,
-                level="O1",
-                conv_bn_folding=False,
-                inplace=True,
-            )
-    except Exception as exc:  # noqa: BLE001 - IPEX raises AssertionError/RuntimeError for unsupported CPUs
-        if _BF16_ERROR in str(exc):
-            raise Unavailable(f"IPEX bf16 is not supported on this CPU: {first_line(exc)}") from None
-        raise Fallback(f"ipex.optimize failed: {first_line(exc)}", seen) from None
-    try:
-        with jit_opt(ipex), torch.no_grad(), precision(dtype), captured_warnings(seen, _tracer_or_ipex):
-            traced = torch.jit.trace(optimized, example_kwarg_inputs=kwargs, strict=False, check_trace=False)
-    except Exception as exc:  # noqa: BLE001 - every tracing failure is a fallback with its reason
-        if _BF16_ERROR in str(exc):
-            raise Unavailable(f"IPEX bf16 is not supported on this CPU: {first_line(exc)}") from None
-        raise Fallback(first_line(exc), seen) from None
-    with jit_opt(ipex):
-        module, frozen = freeze(traced, notes, seen)
-    names = list(kwargs)
 
-    def run(batch: Inputs) -> Any:
+    def optimized() -> torch.nn.Module:
+        try:
+            with captured_warnings(seen, _tracer_or_ipex):
+                # ipex.optimize replaces modules and repacks weights: work on a copy, never the user's model.
+                return ipex.optimize(
+                    copy.deepcopy(model).eval(),
+                    dtype=torch.bfloat16 if dtype == "bf16" else torch.float32,
+                    level="O1",
+                    conv_bn_folding=False,
+                    inplace=True,
+                )
+        except Exception as exc:  # noqa: BLE001 - IPEX raises AssertionError/RuntimeError for unsupported CPUs
+            _bf16_unsupported(exc)
+            raise Fallback(f"ipex.optimize failed: {first_line(exc)}", seen) from None
+
+    def call(module: Any, example: dict[str, Any], batch: Inputs) -> Any:
         kw = as_keywords(model, batch)
-        # The rewrites happen when the profiling executor optimizes the graph, on the 2nd-3rd run.
-        with jit_opt(ipex), torch.no_grad(), precision(dtype):
-            return module(**{k: kw[k] for k in names if k in kw})
+        return module(**{k: kw[k] for k in example if k in kw})
 
-    return Built("ipex", dtype, run, module, frozen, seen, notes, probe_fused_ops=_probe)
+    # The rewrites happen when the profiling executor optimizes the graph, on the 2nd-3rd run: IPEX's
+    # switch is on around the trace, the freeze and every run.
+    return build_traced(
+        "ipex",
+        model,
+        inputs,
+        dtype,
+        example=lambda x: as_keywords(model, x),
+        call=call,
+        target=optimized,
+        scope=lambda: jit_opt(ipex),
+        keep=_tracer_or_ipex,
+        failed=_bf16_unsupported,
+        notes=notes,
+        seen=seen,
+        probe_fused_ops=_probe,
+    )
+
+
+def _bf16_unsupported(exc: Exception) -> None:
+    if _BF16_ERROR in str(exc):
+        raise Unavailable(f"IPEX bf16 is not supported on this CPU: {first_line(exc)}") from None
 
 
 def _probe() -> list[str]:

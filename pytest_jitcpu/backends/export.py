@@ -1,73 +1,18 @@
-"""The modes that replace TorchScript and IPEX today: ``export`` (torch.export) and ``compile`` (torch.compile).
-
-``export`` exports with dynamic batch/sequence dims derived from the inputs and runs ``exported.module()``;
-a model torch.export cannot capture is a ``fallback`` with the first line of the reason and the user's
-source line. ``compile`` compiles with inductor (freezing on); compilation happens on the first call,
-whose time is recorded as ``compile_time_ms``. Neither changes the user's model.
+"""``export``: ``torch.export`` with dynamic batch/sequence dims derived from the inputs; runs
+``exported.module()``. A model torch.export cannot capture is a ``fallback`` with the first line of the
+reason and the user's source line. The user's model is not changed.
 """
 
 from __future__ import annotations
 
 import contextlib
 import io
-import logging
-import re
-import time
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import torch
 
-from .inputs import Inputs
-from .modes import Built, Fallback, Unavailable, captured_warnings, first_line, precision
-
-# Loggers that print whole graphs or symbolic-shape chatter while export/compile fail or specialize;
-# the reason goes into the record instead.
-_NOISY_LOGGERS = ("torch._dynamo", "torch._export", "torch.export", "torch.fx", "torch._inductor", "torch._functorch")
-
-
-@contextlib.contextmanager
-def _quiet_torch_logs() -> Iterator[None]:
-    saved = []
-    for name in _NOISY_LOGGERS:
-        logger = logging.getLogger(name)
-        saved.append((logger, logger.level))
-        logger.setLevel(logging.ERROR + 10)
-    try:
-        yield
-    finally:
-        for logger, level in saved:
-            logger.setLevel(level)
-
-
-_TORCH_DIR = str(Path(torch.__file__).parent)
-
-
-def _from_user_code(w: Any) -> bool:
-    """Keep warnings raised from the model's code, not torch's own deprecation chatter."""
-    return not str(w.filename).startswith(_TORCH_DIR)
-
-
-_USER_CALL = re.compile(r'File "([^"]+)", line (\d+), in (\w+)\s*\n\s*(.+)')
-
-
-def reason(exc: BaseException) -> str:
-    """``Type: first line of the message`` plus, when the message names it, the user's source line
-    (torch.export/dynamo messages run to dozens of lines of hints; the first line and the place matter)."""
-    text = str(exc).strip()
-    lines = [line for line in text.splitlines() if line.strip()]
-    head = first_line(_OneLine(lines[0]) if lines else exc)
-    head = head.replace(_OneLine.__name__, type(exc).__name__, 1)
-    calls = [m for m in _USER_CALL.finditer(text) if "site-packages" not in m.group(1) and "/torch/" not in m.group(1)]
-    if calls:
-        path, line, func, code = calls[-1].groups()
-        head += f" (at {path}:{line} in {func}: {code.strip()[:120]})"
-    return head
-
-
-class _OneLine(Exception):
-    """Carries one line of another exception's message through ``first_line``."""
+from ..inputs import Inputs
+from .base import Built, Fallback, captured_warnings, from_user_code, precision, quiet_torch_logs, reason
 
 
 def _tensors(inputs: Inputs) -> list[tuple[Any, torch.Tensor]]:
@@ -186,16 +131,12 @@ def _range(exported: Any, size: torch.SymInt) -> str:
     return f" (<= {upper})" if upper is not None else ""
 
 
-def _call(module: Any, inputs: Inputs) -> Any:
-    return inputs.call(module)
-
-
-def build_export(model: torch.nn.Module, inputs: Inputs, dtype: str) -> Built:
+def build(model: torch.nn.Module, inputs: Inputs, dtype: str) -> Built:
     """torch.export.export (under autocast for bf16) with dynamic batch/sequence dims; run ``module()``."""
     seen: list[str] = []
     notes: list[str] = []
     try:
-        with torch.no_grad(), precision(dtype), captured_warnings(seen, _from_user_code), _quiet_torch_logs():
+        with torch.no_grad(), precision(dtype), captured_warnings(seen, from_user_code), quiet_torch_logs():
             exported = _export_dynamic(model, inputs.clone(), notes)
             module = exported.module()
     except Exception as exc:  # noqa: BLE001 - any export failure is a fallback with its reason
@@ -203,71 +144,6 @@ def build_export(model: torch.nn.Module, inputs: Inputs, dtype: str) -> Built:
 
     def run(batch: Inputs) -> Any:
         with torch.no_grad(), precision(dtype):
-            return _call(module, batch)
+            return batch.call(module)
 
     return Built("export", dtype, run, module=exported, warnings=seen, notes=notes)
-
-
-def _graph_breaks() -> dict[str, int]:
-    try:
-        from torch._dynamo.utils import counters
-    except ImportError:
-        return {}
-    # Older torch counts breaks under "graph_break", newer under "unimplemented" (keyed by reason).
-    found: dict[str, int] = {}
-    for kind in ("graph_break", "unimplemented"):
-        for key, count in counters[kind].items():
-            found[f"{kind}:{key}"] = count
-    return found
-
-
-class _Holder(torch.nn.Module):
-    """What gets compiled: torch.compile(module) sets attributes on the module it is given; this way
-    they land here, not on the user's model. Dynamo traces through to the model's own forward()."""
-
-    def __init__(self, model: torch.nn.Module) -> None:
-        super().__init__()
-        self.model = model
-
-    def forward(self, *args: Any, **kwargs: Any) -> Any:
-        return self.model(*args, **kwargs)
-
-
-def build_compile(model: torch.nn.Module, inputs: Inputs, dtype: str) -> Built:
-    """torch.compile(backend="inductor") with inductor's freezing on; the first call compiles (timed)."""
-    seen: list[str] = []
-    notes: list[str] = []
-    # Importing dynamo/inductor warns (deprecations): a user's filterwarnings=error must not see that.
-    with captured_warnings(seen, _from_user_code), _quiet_torch_logs():
-        import torch._dynamo as dynamo
-        import torch._inductor.config as inductor_config
-
-        # Dynamo caches compiled code per forward() code object and stops recompiling after a limit: a
-        # session checking many models of one class would end up running them eager, silently. Start clean.
-        dynamo.reset()
-        breaks_before = _graph_breaks()
-        compiled = torch.compile(_Holder(model), backend="inductor")
-
-    def run(batch: Inputs) -> Any:
-        # Freezing only while our calls run (a recompile on a new shape happens inside one of them).
-        with inductor_config.patch(freezing=True), torch.no_grad(), precision(dtype):
-            return _call(compiled, batch)
-
-    start = time.perf_counter()
-    try:
-        with captured_warnings(seen, _from_user_code), _quiet_torch_logs():
-            run(inputs.clone())
-    except Exception as exc:  # noqa: BLE001 - any compile failure is a fallback with its reason
-        if "InvalidCxxCompiler" in f"{type(exc).__name__}: {exc}":
-            raise Unavailable(f"torch.compile (inductor) needs a C++ compiler here: {reason(exc)}") from None
-        raise Fallback(reason(exc), seen) from None
-    compile_ms = (time.perf_counter() - start) * 1000
-    breaks = {k: v - breaks_before.get(k, 0) for k, v in _graph_breaks().items() if v > breaks_before.get(k, 0)}
-    # Distinct reasons, not counts: one break in an inlined forward() is hit once per enclosing frame.
-    reasons = list(dict.fromkeys(key.split(":", 1)[1].strip().splitlines()[0][:300] for key in breaks))
-    if reasons:
-        more = f" (and {len(reasons) - 1} other reason(s))" if len(reasons) > 1 else ""
-        notes.append(f"compile: graph break, those parts run eager: {reasons[0]}{more}")
-    return Built(
-        "compile", dtype, run, module=compiled, frozen=True, warnings=seen, notes=notes, compile_time_ms=compile_ms
-    )

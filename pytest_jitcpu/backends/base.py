@@ -1,25 +1,29 @@
-"""How a model is run in each mode: build once (trace, freeze, optimize), then run batches.
+"""What every backend shares: the built model, the two ways a build ends without one, precision,
+captured warnings, error reasons, and the one traced-build skeleton (inputs -> trace -> freeze).
 
-``build(mode, model, inputs, dtype)`` returns a :class:`Built` whose ``run(inputs)`` executes one batch
-in that mode and precision. A mode that cannot be built raises :class:`Fallback` (tracing failed:
-eager would be used) or :class:`Unavailable` (this machine cannot run it), each with a one-line reason.
+A backend module imports this (and the leaf modules ``inputs``/``environment``), never another backend.
+``build(model, inputs, dtype)`` returns a :class:`Built` whose ``run(inputs)`` executes one batch in that
+mode and precision. A mode that cannot be built raises :class:`Fallback` (tracing failed: eager would be
+used) or :class:`Unavailable` (this machine cannot run it), each with a one-line reason.
 """
 
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import re
 import sys
 import time
 import warnings
 from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 
-from .inputs import Inputs, NotTraceable, as_keywords, as_positional, positional_order
+from ..inputs import Inputs, NotTraceable
 
 
 class Fallback(Exception):
@@ -85,6 +89,27 @@ def first_line(exc: BaseException, limit: int = 400) -> str:
     return f"{type(exc).__name__}: {message}" if message else type(exc).__name__
 
 
+_USER_CALL = re.compile(r'File "([^"]+)", line (\d+), in (\w+)\s*\n\s*(.+)')
+
+
+def reason(exc: BaseException) -> str:
+    """``Type: first line of the message`` plus, when the message names it, the user's source line
+    (torch.export/dynamo messages run to dozens of lines of hints; the first line and the place matter)."""
+    text = str(exc).strip()
+    lines = [line for line in text.splitlines() if line.strip()]
+    head = first_line(_OneLine(lines[0]) if lines else exc)
+    head = head.replace(_OneLine.__name__, type(exc).__name__, 1)
+    calls = [m for m in _USER_CALL.finditer(text) if "site-packages" not in m.group(1) and "/torch/" not in m.group(1)]
+    if calls:
+        path, line, func, code = calls[-1].groups()
+        head += f" (at {path}:{line} in {func}: {code.strip()[:120]})"
+    return head
+
+
+class _OneLine(Exception):
+    """Carries one line of another exception's message through ``first_line``."""
+
+
 @contextlib.contextmanager
 def precision(dtype: str) -> Iterator[None]:
     """fp32: as is; bf16: CPU autocast (cache off, as tracing under autocast requires)."""
@@ -139,16 +164,28 @@ def captured_warnings(into: list[str], keep: Callable[[warnings.WarningMessage],
             into.append(line)
 
 
-def _runner(module: Any, call: Callable[[Any, Inputs], Any], dtype: str) -> Callable[[Inputs], Any]:
-    def run(inputs: Inputs) -> Any:
-        with torch.no_grad(), precision(dtype):
-            return call(module, inputs)
-
-    return run
+def from_user_code(w: warnings.WarningMessage) -> bool:
+    """Keep warnings raised from the model's code, not torch's own deprecation chatter."""
+    return not str(w.filename).startswith(_TORCH_DIR.rstrip(os.sep))
 
 
-def build_eager(model: torch.nn.Module, inputs: Inputs, dtype: str) -> Built:
-    return Built("eager", dtype, _runner(model, lambda m, x: x.call(m), dtype), module=model)
+# Loggers that print whole graphs or symbolic-shape chatter while export/compile fail or specialize;
+# the reason goes into the record instead.
+_NOISY_LOGGERS = ("torch._dynamo", "torch._export", "torch.export", "torch.fx", "torch._inductor", "torch._functorch")
+
+
+@contextlib.contextmanager
+def quiet_torch_logs() -> Iterator[None]:
+    saved = []
+    for name in _NOISY_LOGGERS:
+        logger = logging.getLogger(name)
+        saved.append((logger, logger.level))
+        logger.setLevel(logging.ERROR + 10)
+    try:
+        yield
+    finally:
+        for logger, level in saved:
+            logger.setLevel(level)
 
 
 def freeze(traced: Any, built_notes: list[str], seen: list[str]) -> tuple[Any, bool]:
@@ -161,90 +198,56 @@ def freeze(traced: Any, built_notes: list[str], seen: list[str]) -> tuple[Any, b
         return traced, False
 
 
-def _trace(model: torch.nn.Module, dtype: str, seen: list[str], **trace_args: Any) -> Any:
-    with torch.no_grad(), precision(dtype), captured_warnings(seen):
-        return torch.jit.trace(model, strict=False, check_trace=False, **trace_args)
+def build_traced(
+    mode: str,
+    model: torch.nn.Module,
+    inputs: Inputs,
+    dtype: str,
+    *,
+    example: Callable[[Inputs], dict[str, Any] | tuple[Any, ...]],
+    call: Callable[[Any, Any, Inputs], Any],
+    target: Callable[[], torch.nn.Module] | None = None,
+    scope: Callable[[], AbstractContextManager[Any]] = contextlib.nullcontext,
+    keep: Callable[[warnings.WarningMessage], bool] | None = None,
+    failed: Callable[[Exception], None] | None = None,
+    notes: list[str] | None = None,
+    seen: list[str] | None = None,
+    **built: Any,
+) -> Built:
+    """The one TorchScript build: example inputs -> ``torch.jit.trace`` under captured warnings ->
+    ``Fallback`` with the reason -> ``torch.jit.freeze`` -> a runner under ``no_grad`` and the precision.
 
-
-def build_trace_dict(model: torch.nn.Module, inputs: Inputs, dtype: str) -> Built:
-    seen: list[str] = []
-    notes: list[str] = []
+    ``example(copy)`` gives the kwargs dict or args tuple to trace with (``NotTraceable`` is a fallback);
+    ``target()`` the module to trace (default ``model``; called after the example is made); ``scope()``
+    a context entered around the trace, the freeze and every run; ``failed(exc)`` may turn a trace error
+    into ``Unavailable`` before it becomes a fallback; ``call(module, example, batch)`` runs one batch.
+    ``notes``/``seen`` (the record's notes and warnings) may already hold what the backend found first.
+    """
+    seen = [] if seen is None else seen
+    notes = [] if notes is None else notes
     try:
         # A copy: tracing runs forward(), and a model that changes its inputs in place must not
         # change the batch that every later run (and the user) starts from.
-        kwargs = as_keywords(model, inputs.clone())
+        given = example(inputs.clone())
     except NotTraceable as exc:
         raise Fallback(str(exc)) from None
+    traced_model = target() if target is not None else model
+    trace_args = {"example_kwarg_inputs": given} if isinstance(given, dict) else {"example_inputs": given}
     try:
-        traced = _trace(model, dtype, seen, example_kwarg_inputs=kwargs)
-    except Exception as exc:  # noqa: BLE001
+        with scope(), torch.no_grad(), precision(dtype), captured_warnings(seen, keep):
+            traced = torch.jit.trace(traced_model, strict=False, check_trace=False, **trace_args)
+    except Exception as exc:  # noqa: BLE001 - every tracing failure is a fallback with its reason
+        if failed is not None:
+            failed(exc)
         raise Fallback(first_line(exc), seen) from None
-    module, frozen = freeze(traced, notes, seen)
-    names = list(kwargs)
+    with scope():
+        module, frozen = freeze(traced, notes, seen)
 
-    def call(m: Any, x: Inputs) -> Any:
-        kw = as_keywords(model, x)
-        return m(**{k: kw[k] for k in names if k in kw})
+    def run(batch: Inputs) -> Any:
+        with scope(), torch.no_grad(), precision(dtype):
+            return call(module, given, batch)
 
-    return Built("trace-dict", dtype, _runner(module, call, dtype), module, frozen, seen, notes)
-
-
-def build_trace_tuple(model: torch.nn.Module, inputs: Inputs, dtype: str) -> Built:
-    seen: list[str] = []
-    notes: list[str] = []
-    try:
-        args = as_positional(model, inputs.clone())  # a copy, as in build_trace_dict
-        order = positional_order(model, list(inputs.kwargs)) if inputs.is_dict else None
-    except NotTraceable as exc:
-        raise Fallback(str(exc)) from None
-    try:
-        traced = _trace(model, dtype, seen, example_inputs=args)
-    except Exception as exc:  # noqa: BLE001
-        raise Fallback(first_line(exc), seen) from None
-    module, frozen = freeze(traced, notes, seen)
-
-    def call(m: Any, x: Inputs) -> Any:
-        if order is None or not x.is_dict:
-            return m(*as_positional(model, x))
-        return m(*(x.kwargs[name] if filler is None else filler for name, filler in order))
-
-    return Built("trace-tuple", dtype, _runner(module, call, dtype), module, frozen, seen, notes)
-
-
-def build_ipex(model: torch.nn.Module, inputs: Inputs, dtype: str) -> Built:
-    from . import ipex
-
-    return ipex.build(model, inputs, dtype)
-
-
-def build_export(model: torch.nn.Module, inputs: Inputs, dtype: str) -> Built:
-    from . import successors
-
-    return successors.build_export(model, inputs, dtype)
-
-
-def build_compile(model: torch.nn.Module, inputs: Inputs, dtype: str) -> Built:
-    from . import successors
-
-    return successors.build_compile(model, inputs, dtype)
-
-
-BUILDERS: dict[str, Callable[[torch.nn.Module, Inputs, str], Built]] = {
-    "eager": build_eager,
-    "trace-dict": build_trace_dict,
-    "trace-tuple": build_trace_tuple,
-    "ipex": build_ipex,
-    "export": build_export,
-    "compile": build_compile,
-}
-
-
-def build(mode: str, model: torch.nn.Module, inputs: Inputs, dtype: str) -> Built:
-    """Prepare ``model`` for ``mode`` in ``dtype``; raises Fallback or Unavailable with the reason."""
-    start = time.perf_counter()
-    built = BUILDERS[mode](model, inputs, dtype)
-    built.build_ms = (time.perf_counter() - start) * 1000
-    return built
+    return Built(mode, dtype, run, module, frozen, seen, notes, **built)
 
 
 def timed_runs(built: Built, inputs: Inputs, runs: int = 3, timed: int = 3) -> tuple[Any, float]:

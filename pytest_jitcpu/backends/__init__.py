@@ -1,0 +1,34 @@
+"""The modes a model can be checked and run in: one module per backend, one table of them.
+
+:mod:`.table` lists the modes (imports nothing heavy); :mod:`.base` holds what the backends share
+(:class:`~.base.Built`, :class:`~.base.Fallback`, :class:`~.base.Unavailable`, the traced-build skeleton);
+each backend module has a ``build(model, inputs, dtype) -> Built``. :func:`build` finds a mode's builder
+through its table row and imports it only then, so listing modes never imports torch or a runtime.
+"""
+
+from __future__ import annotations
+
+import importlib
+import time
+from typing import TYPE_CHECKING, Any
+
+from .table import backend
+
+if TYPE_CHECKING:
+    from ..inputs import Inputs
+    from .base import Built
+
+
+def builder(mode: str) -> Any:
+    """The function that builds ``mode`` (looked up on each call, so a test can replace it)."""
+    row = backend(mode)
+    return getattr(importlib.import_module(f"{__name__}.{row.module}"), row.builder)
+
+
+def build(mode: str, model: Any, inputs: Inputs, dtype: str) -> Built:
+    """Prepare ``model`` for ``mode`` in ``dtype``; raises Fallback or Unavailable with the reason."""
+    make = builder(mode)
+    start = time.perf_counter()
+    built = make(model, inputs, dtype)
+    built.build_ms = (time.perf_counter() - start) * 1000
+    return built

@@ -1,0 +1,138 @@
+"""One row per mode: the only list of modes. Everything that names modes derives from it.
+
+Settings (``MODES``, ``DEFAULT_MODES``, ``TRACE_MODES``), the divergence search, the serialization round
+trip, ``jitcpu run``'s mode names and ``auto``'s candidates, the report's mode order, the environment's
+versions, option help and CLI choices. Adding a backend is one module under ``backends/`` and one row.
+
+This module imports nothing heavy (no torch, transformers or Hypothesis): a row names its builder by
+module and function, imported only when the mode is built.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Backend:
+    """One mode the engine can check and run."""
+
+    name: str  # the engine's name, used in records, reports, markers and --jitcpu-modes
+    module: str  # the module under pytest_jitcpu.backends that builds it
+    builder: str  # the function in that module: (model, inputs, dtype) -> Built
+    summary: str  # what runs, one line (README's modes table)
+    cli_names: tuple[str, ...]  # names `jitcpu run --mode` accepts; the first is how it is shown
+    default: bool = False  # in the default --jitcpu-modes
+    # The round trip that proves the built program runs without the model's Python code: "torchscript"
+    # (torch.jit.save/load), or None (nothing to save).
+    round_trip: str | None = None
+    searched: bool = False  # the divergence search runs on it (it can bake a branch or a shape in)
+    not_searched: str | None = None  # why not, when that is worth a note on the record
+    auto: bool = False  # `jitcpu run --mode auto` tries it by default
+    not_in_auto: str | None = None  # why auto leaves it out unless --candidates names it
+    package: str | None = None  # the distribution it needs beyond torch (its version goes in the report)
+    import_name: str | None = None  # that package's import name
+    version_key: str | None = None  # the key of its version in the report's environment
+    cpu: str | None = None  # what it needs of the CPU, when anything
+    extra: str | None = None  # the pytest-jitcpu extra that installs the package
+    install: str | None = None  # how to install it, for an `unavailable` reason
+
+    @property
+    def display(self) -> str:
+        return self.cli_names[0]
+
+    @property
+    def trace(self) -> bool:
+        """A TorchScript trace (round-tripped with torch.jit.save/load)."""
+        return self.round_trip == "torchscript"
+
+
+BACKENDS: tuple[Backend, ...] = (
+    Backend(
+        "eager",
+        "eager",
+        "build",
+        "the reference: `model(**inputs)` in eval mode, run twice to prove it is deterministic",
+        cli_names=("eager",),
+        default=True,
+        auto=True,
+    ),
+    Backend(
+        "trace-dict",
+        "trace",
+        "build_dict",
+        "`torch.jit.trace(model, example_kwarg_inputs=inputs, strict=False)`, then `torch.jit.freeze`",
+        cli_names=("trace", "trace-dict"),
+        default=True,
+        round_trip="torchscript",
+        searched=True,
+        auto=True,
+    ),
+    Backend(
+        "trace-tuple",
+        "trace",
+        "build_tuple",
+        "the same with a positional tuple in `forward()`'s parameter order (a skipped parameter between two "
+        "given ones is filled with its default only if that is a tensor; otherwise `fallback`, never a tensor "
+        "bound to the wrong parameter)",
+        cli_names=("trace-tuple",),
+        default=True,
+        round_trip="torchscript",
+        searched=True,
+    ),
+    Backend(
+        "ipex",
+        "ipex",
+        "build",
+        '`ipex.optimize(level="O1")`, traced and frozen (`--jitcpu-ipex`)',
+        cli_names=("ipex",),
+        round_trip="torchscript",
+        searched=True,
+        auto=True,
+        package="intel-extension-for-pytorch",
+        import_name="intel_extension_for_pytorch",
+        version_key="ipex",
+        cpu="bf16: avx_ne_convert, or avx512bw + avx512vl + avx512dq",
+        extra="ipex",
+        install="pip install 'pytest-jitcpu[ipex]' with torch 2.8.*",
+    ),
+    Backend(
+        "export",
+        "export",
+        "build",
+        "`torch.export.export` with dynamic batch/sequence dims",
+        cli_names=("export",),
+        searched=True,
+        # its module runs the same ATen kernels as eager through an FX graph: measured 0.96-0.99x eager
+        not_in_auto="runs the same kernels as eager, no speed to gain",
+    ),
+    Backend(
+        "compile",
+        "compile",
+        "build",
+        '`torch.compile(backend="inductor")` with freezing',
+        cli_names=("compile",),
+        not_searched="torch.compile guards and recompiles on other inputs",
+        # inductor: 1.17x eager on MiniLM, but 1-2 minutes of compiling, again for each new batch size
+        not_in_auto="compiles for minutes, and again per new batch size",
+    ),
+)
+
+_BY_NAME = {b.name: b for b in BACKENDS}
+
+
+def backend(name: str) -> Backend:
+    """The row of engine mode ``name`` (KeyError for an unknown one: callers validate names first)."""
+    return _BY_NAME[name]
+
+
+MODES: tuple[str, ...] = tuple(b.name for b in BACKENDS)
+DEFAULT_MODES: tuple[str, ...] = tuple(b.name for b in BACKENDS if b.default)
+TRACE_MODES: tuple[str, ...] = tuple(b.name for b in BACKENDS if b.trace)
+ROUND_TRIP_MODES: tuple[str, ...] = tuple(b.name for b in BACKENDS if b.round_trip)
+SEARCHED_MODES: tuple[str, ...] = tuple(b.name for b in BACKENDS if b.searched)
+# `jitcpu run --mode` names -> engine modes (`trace` is the Trainer's jit_mode_eval: dict inputs).
+CLI_NAMES: dict[str, str] = {cli: b.name for b in BACKENDS for cli in b.cli_names}
+AUTO_CANDIDATES: tuple[str, ...] = tuple(b.display for b in BACKENDS if b.auto)
+NOT_IN_AUTO: dict[str, str] = {b.display: b.not_in_auto for b in BACKENDS if b.not_in_auto}
+DISPLAY: dict[str, str] = {b.name: b.display for b in BACKENDS}
