@@ -18,11 +18,13 @@ Default tolerances per dtype (how they were chosen: README "Tolerances", numbers
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import torch
+
+from . import nested
 
 FP32_ATOL = 1e-5
 FP32_RTOL = 1.3e-6
@@ -221,13 +223,4 @@ def compare(ref: Any, out: Any, tolerance: Tolerance, allow_float_dtype_change: 
 
 def leaves(value: Any) -> list[torch.Tensor]:
     """Every tensor in a nested output, in walk order."""
-    found: list[torch.Tensor] = []
-    if isinstance(value, torch.Tensor):
-        found.append(value)
-    elif isinstance(value, Mapping):
-        for v in value.values():
-            found.extend(leaves(v))
-    elif isinstance(value, Sequence) and not isinstance(value, (str, bytes)):
-        for v in value:
-            found.extend(leaves(v))
-    return found
+    return nested.tensors(value)

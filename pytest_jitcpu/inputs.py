@@ -15,6 +15,7 @@ from typing import Any
 
 import torch
 
+from . import nested
 from .settings import UsageError
 
 
@@ -53,20 +54,15 @@ class Inputs:
 
 
 def _clone(value: Any) -> Any:
-    if isinstance(value, torch.Tensor):
-        return value.clone()
-    if isinstance(value, Mapping):
-        return {k: _clone(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return type(value)(_clone(v) for v in value)
-    return value
+    return nested.map_leaves(lambda x: x.clone() if isinstance(x, torch.Tensor) else x, value)
 
 
 def _describe(value: Any) -> str:
     if isinstance(value, torch.Tensor):
         return f"{str(value.dtype).replace('torch.', '')}{list(value.shape)}"
-    if isinstance(value, (list, tuple)):
-        return "(" + ", ".join(_describe(v) for v in value) + ")"
+    items = nested.children(value)
+    if items is not None and isinstance(value, (list, tuple)):
+        return "(" + ", ".join(_describe(v) for _, v in items) + ")"
     return type(value).__name__
 
 

@@ -139,41 +139,44 @@ def add_options(parser: pytest.Parser) -> None:
     parser.addini("jitcpu_baseline", "a previous JSON report to gate on (default: none)", default=None)
 
 
+def resolve(config: pytest.Config, name: str, parse: Callable[[Any, str], Any]) -> Any:
+    """The value of option ``name`` from --jitcpu-NAME > JITCPU_NAME > jitcpu_NAME, or None when none is set.
+
+    The command-line value arrives parsed (its argparse ``type=``); an environment or ini value is given
+    to ``parse(value, source)`` so an error names where the bad value came from.
+    """
+    cli = config.getoption(f"jitcpu_{name}")
+    if cli is not None:
+        return cli
+    env_name = f"JITCPU_{name.upper()}"
+    env = os.environ.get(env_name)
+    if env is not None and env.strip():
+        return parse(env, f"environment variable {env_name}")
+    ini = config.getini(f"jitcpu_{name}")
+    if ini not in (None, "", []):
+        return parse(ini, f"ini option jitcpu_{name}")
+    return None
+
+
 def session_settings(config: pytest.Config) -> Settings:
     """Settings from command line > environment > ini > default (markers are applied per test)."""
-    values: dict[str, Any] = {}
-    for opt in OPTIONS:
-        cli = config.getoption(f"jitcpu_{opt.name}")
-        if cli is not None:
-            values[opt.name] = cli
-            continue
-        env = os.environ.get(opt.env)
-        if env is not None and env.strip():
-            values[opt.name] = opt.parse(env, f"environment variable {opt.env}")
-            continue
-        ini = config.getini(opt.ini)
-        if ini not in (None, "", []):
-            values[opt.name] = opt.parse(ini, f"ini option {opt.ini}")
-    return replace(Settings(), **values, ipex=ipex_requested(config))
+    values = {opt.name: resolve(config, opt.name, opt.parse) for opt in OPTIONS}
+    given = {name: value for name, value in values.items() if value is not None}
+    return replace(Settings(), **given, ipex=ipex_requested(config))
 
 
 def ipex_requested(config: pytest.Config) -> bool:
-    if config.getoption("jitcpu_ipex"):
-        return True
-    env = os.environ.get("JITCPU_IPEX")
-    if env is not None and env.strip():
-        return parse_flag(env, "environment variable JITCPU_IPEX")
-    return bool(config.getini("jitcpu_ipex"))
+    return bool(resolve(config, "ipex", parse_flag))
+
+
+def _report_list(value: str | list[str], source: str) -> list[str]:
+    """JITCPU_REPORT separates paths with ','; the ini key is a list already."""
+    items = value.split(",") if isinstance(value, str) else value
+    return [p.strip() for p in items if p.strip()]
 
 
 def report_paths(config: pytest.Config) -> list[str]:
-    cli = config.getoption("jitcpu_report")
-    if cli:
-        paths = list(cli)
-    elif os.environ.get("JITCPU_REPORT", "").strip():
-        paths = [p.strip() for p in os.environ["JITCPU_REPORT"].split(",") if p.strip()]
-    else:
-        paths = list(config.getini("jitcpu_report"))
+    paths = list(resolve(config, "report", _report_list) or [])
     for path in paths:
         if not path.endswith((".json", ".md")):
             raise UsageError(f"--jitcpu-report: {path!r} must end in .json or .md")
@@ -198,12 +201,7 @@ def _unwritable(path: str) -> str | None:
 
 
 def baseline_path(config: pytest.Config) -> str | None:
-    return (
-        config.getoption("jitcpu_baseline")
-        or os.environ.get("JITCPU_BASELINE", "").strip()
-        or config.getini("jitcpu_baseline")
-        or None
-    )
+    return resolve(config, "baseline", lambda value, source: value.strip() or None)
 
 
 def marker_settings(base: Settings, marker: pytest.Mark | None, where: str) -> Settings:

@@ -6,6 +6,7 @@ import json
 import math
 from collections import Counter
 from collections.abc import Iterable
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -70,6 +71,14 @@ def _finite(value: Any) -> Any:
     if isinstance(value, (list, tuple)):
         return [_finite(v) for v in value]
     return value
+
+
+def json_schema() -> dict[str, Any]:
+    """The JSON Schema (draft 2020-12) of a JSON report, shipped in the package as ``report_schema.json``.
+
+    Validate a report with it: ``jsonschema.validate(json.load(f), pytest_jitcpu.report.json_schema())``.
+    """
+    return json.loads(resources.files(__package__).joinpath("report_schema.json").read_text(encoding="utf-8"))
 
 
 def load(path: str | Path) -> dict[str, Any]:

@@ -24,6 +24,7 @@ from typing import Any
 import torch
 from hypothesis import strategies as st
 
+from . import nested
 from .inputs import Inputs, normalize
 from .settings import UsageError
 
@@ -181,7 +182,8 @@ def _with_axes(plan: Plan, config: Any) -> Plan:
     size. A tensor kept as is (or a nested input) pins every dim it has; nested inputs pin everything."""
     tensors = [s for s in plan.specs if s.kind != "fixed" and s.shape]
     nested = any(
-        s.kind == "fixed" and not isinstance(s.example, torch.Tensor) and _has_tensor(s.example) for s in plan.specs
+        s.kind == "fixed" and not isinstance(s.example, torch.Tensor) and nested.has_tensor(s.example)
+        for s in plan.specs
     )
     if not tensors or nested:
         return plan
@@ -213,16 +215,6 @@ def _with_axes(plan: Plan, config: Any) -> Plan:
                 dims.append(name)
         new_specs.append(replace(s, axes=tuple(dims)))
     return replace(plan, specs=tuple(new_specs), axes=tuple(axes.values()))
-
-
-def _has_tensor(value: Any) -> bool:
-    if isinstance(value, torch.Tensor):
-        return True
-    if isinstance(value, Mapping):
-        return any(_has_tensor(v) for v in value.values())
-    if isinstance(value, (list, tuple)):
-        return any(_has_tensor(v) for v in value)
-    return False
 
 
 def settle(plan: Plan, accepts: Callable[[Inputs], bool]) -> Plan:
@@ -397,21 +389,15 @@ def digest(inputs: Inputs) -> str:
 
 
 def _feed(h: Any, value: Any) -> None:
-    if isinstance(value, torch.Tensor):
-        t = value.detach().cpu().contiguous()
-        h.update(f"{t.dtype}{tuple(t.shape)}".encode())
-        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
-    elif isinstance(value, Mapping):
-        for k, v in value.items():
-            h.update(repr(k).encode())
-            _feed(h, v)
-    elif isinstance(value, (list, tuple)):
-        h.update(b"[")
-        for v in value:
-            _feed(h, v)
-        h.update(b"]")
-    else:
-        h.update(repr(value).encode())
+    flat, structure = nested.flatten(value)
+    h.update(str(structure).encode())  # keys and nesting; the leaves follow in walk order
+    for leaf in flat:
+        if isinstance(leaf, torch.Tensor):
+            t = leaf.detach().cpu().contiguous()
+            h.update(f"{t.dtype}{tuple(t.shape)}".encode())
+            h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+        else:
+            h.update(repr(leaf).encode())
 
 
 def summarize(inputs: Inputs, limit: int = 24) -> str:

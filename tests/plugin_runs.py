@@ -10,12 +10,14 @@ import json
 import re
 from collections import defaultdict
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any
 
+import jsonschema
 import pytest
 
+from pytest_jitcpu import report
+
 HERE = Path(__file__).parent
-SCHEMA_PATH = HERE / "report_schema.json"
 # Generalization checks and the serialization round trip (issue 4) have their own tests; here they
 # only cost time (the round trip is a subprocess per check call).
 FAST = ("-p", "no:cacheprovider", "--jitcpu-examples=0", "--jitcpu-serialize=false")
@@ -81,78 +83,7 @@ def without_timing(report: dict[str, Any]) -> dict[str, Any]:
     return {"schema": report["schema"], "summary": report["summary"], "results": results}
 
 
-def schema() -> dict[str, Any]:
-    return json.loads(SCHEMA_PATH.read_text(encoding="utf-8"))
-
-
 def schema_errors(instance: Any) -> list[str]:
-    """Validate against tests/report_schema.json: with jsonschema when installed, else by hand."""
-    try:
-        import jsonschema
-    except ImportError:
-        return HandValidator(schema()).errors(instance)
-    validator = jsonschema.Draft202012Validator(schema())
+    """Every way ``instance`` breaks the report schema shipped in the package (empty: valid)."""
+    validator = jsonschema.Draft202012Validator(report.json_schema())
     return [f"{'/'.join(map(str, e.absolute_path))}: {e.message}" for e in validator.iter_errors(instance)]
-
-
-class HandValidator:
-    """The subset of JSON Schema 2020-12 that report_schema.json uses (when jsonschema is missing)."""
-
-    TYPES: ClassVar[dict[str, Any]] = {
-        "object": dict,
-        "array": list,
-        "string": str,
-        "boolean": bool,
-        "null": type(None),
-        "integer": int,
-        "number": (int, float),
-    }
-
-    def __init__(self, root: dict[str, Any]) -> None:
-        self.root = root
-
-    def errors(self, instance: Any, node: dict[str, Any] | None = None, where: str = "") -> list[str]:
-        node = self.root if node is None else node
-        if "$ref" in node:
-            target: Any = self.root
-            for part in node["$ref"].lstrip("#/").split("/"):
-                target = target[part]
-            return self.errors(instance, target, where)
-        found: list[str] = []
-        if "type" in node and not self._type_ok(instance, node["type"]):
-            return [f"{where}: {instance!r} is not of type {node['type']}"]
-        if "const" in node and instance != node["const"]:
-            found.append(f"{where}: {instance!r} != {node['const']!r}")
-        if "enum" in node and instance not in node["enum"]:
-            found.append(f"{where}: {instance!r} not in {node['enum']}")
-        if "minimum" in node and isinstance(instance, (int, float)) and not isinstance(instance, bool):
-            if instance < node["minimum"]:
-                found.append(f"{where}: {instance!r} < {node['minimum']}")
-        if "minLength" in node and isinstance(instance, str) and len(instance) < node["minLength"]:
-            found.append(f"{where}: {instance!r} is too short")
-        if isinstance(instance, dict):
-            found += [
-                f"{where}: {key!r} is a required property" for key in node.get("required", []) if key not in instance
-            ]
-            props = node.get("properties", {})
-            for key, value in instance.items():
-                if key in props:
-                    found += self.errors(value, props[key], f"{where}/{key}")
-                elif node.get("additionalProperties") is False:
-                    found.append(f"{where}: additional property {key!r}")
-        if isinstance(instance, list) and "items" in node:
-            for i, item in enumerate(instance):
-                found += self.errors(item, node["items"], f"{where}/{i}")
-        for sub in node.get("allOf", []):
-            if "if" in sub and not self.errors(instance, sub["if"], where):
-                found += self.errors(instance, sub.get("then", {}), where)
-        return found
-
-    def _type_ok(self, instance: Any, wanted: str | list[str]) -> bool:
-        names = [wanted] if isinstance(wanted, str) else wanted
-        for name in names:
-            if name in ("integer", "number") and isinstance(instance, bool):
-                continue
-            if isinstance(instance, self.TYPES[name]):
-                return True
-        return False

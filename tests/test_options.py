@@ -465,3 +465,24 @@ def test_check_overrides_parse_flags_like_the_command_line() -> None:
     assert Settings().updated(serialize=True).serialize is True
     with pytest.raises(UsageError, match="serialize: 'maybe' is not a boolean"):
         Settings().updated(serialize="maybe")
+
+
+@pytest.mark.parametrize(
+    ("name", "cli", "env", "ini", "read", "expected"),
+    [
+        ("baseline", "cli.json", "env.json", "ini.json", options.baseline_path, ("cli.json", "env.json", "ini.json")),
+        ("ipex", None, "false", "true", options.ipex_requested, (None, False, True)),
+        ("examples", "3", "4", "5", lambda c: options.session_settings(c).examples, (3, 4, 5)),
+    ],
+)
+def test_every_option_resolves_command_line_then_environment_then_ini(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, no_jitcpu_env: None, name, cli, env, ini, read, expected
+) -> None:
+    pytester.makeini(f"[pytest]\njitcpu_{name} = {ini}\n")
+    assert read(pytester.parseconfig()) == expected[2]
+    monkeypatch.setenv(f"JITCPU_{name.upper()}", env)
+    assert read(pytester.parseconfig()) == expected[1]
+    if cli is not None:
+        assert read(pytester.parseconfig(f"--jitcpu-{name}={cli}")) == expected[0]
+    else:  # a store_true flag: given, it wins over the environment's false
+        assert read(pytester.parseconfig(f"--jitcpu-{name}")) is True

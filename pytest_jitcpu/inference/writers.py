@@ -14,15 +14,13 @@ from typing import Any, BinaryIO, TextIO
 
 import numpy as np
 
+from .. import nested
 from ..settings import UsageError
 
 
 def _jsonable(value: Any) -> Any:
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    if isinstance(value, np.generic):
-        return value.item()
-    return value
+    """numpy arrays and scalars anywhere in a value as plain lists and numbers."""
+    return nested.map_leaves(lambda x: x.tolist() if isinstance(x, (np.ndarray, np.generic)) else x, value)
 
 
 class JsonlWriter:
