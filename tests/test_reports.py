@@ -19,7 +19,7 @@ from plugin_runs import load_json, records_by_test, run, schema_errors
 
 from pytest_jitcpu import report
 from pytest_jitcpu.record import Record
-from pytest_jitcpu.settings import MODES, STATUSES
+from pytest_jitcpu.settings import STATUSES
 
 SUITE = """
 import pytest
@@ -261,10 +261,6 @@ def test_schema_rejects_what_the_contract_forbids() -> None:
     schema = report.json_schema()
     assert schema["$schema"] == "https://json-schema.org/draft/2020-12/schema"
     jsonschema.Draft202012Validator.check_schema(schema)
-    # every mode the code can write is one the schema allows (the contract's eight)
-    modes = schema["$defs"]["record"]["properties"]["mode"]["enum"]
-    assert set(MODES) <= set(modes)
-    assert set(modes) == {"eager", "trace-dict", "trace-tuple", "ipex", "export", "compile", "onnx", "openvino"}
 
 
 def test_the_schema_ships_in_the_built_wheel(tmp_path) -> None:
