@@ -65,8 +65,13 @@ def check(
     """
     if settings is None:
         settings = Settings().updated(modes=modes, dtypes=dtypes, atol=atol, rtol=rtol)
+    if isinstance(model, type) and issubclass(model, torch.nn.Module):
+        raise UsageError(
+            f"model: got the class {model.__name__}, not a model; pass an instance ({model.__name__}(...))"
+        )
     if not isinstance(model, torch.nn.Module):
-        raise UsageError(f"model: expected a torch.nn.Module, got {type(model).__name__}; wrap a function in a Module")
+        got = "None" if model is None else type(model).__name__
+        raise UsageError(f"model: expected a torch.nn.Module, got {got}; wrap a function in a Module")
     batch = normalize(inputs)
     label = name or _model_name(model)
     notes: list[str] = []

@@ -7,7 +7,6 @@ from typing import Any
 
 import pytest
 
-from . import engine
 from .record import CheckResult, Record, format_table
 from .settings import Settings, UsageError
 
@@ -40,6 +39,8 @@ class JitcpuChecker:
         except UsageError as exc:
             # from None: the message alone, without "During handling of the above exception ...".
             raise pytest.fail.Exception(f"jitcpu.check: {exc}", pytrace=False) from None
+        from . import engine  # here, not at import: a session that never checks a model never imports torch
+
         label = self._label(name or type(model).__name__)
         try:
             result = engine.check(model, inputs, settings=settings, nodeid=self.nodeid, name=label, generate=generate)

@@ -66,22 +66,55 @@ def _describe(value: Any) -> str:
     return type(value).__name__
 
 
+ACCEPTED = "pass a dict of keyword arguments ({'input_ids': ids, ...}) or a tuple of positional ones ((x,))"
+
+
 def normalize(inputs: Any) -> Inputs:
-    """Accept a dict (keyword arguments), a tuple/list (positional) or a single tensor."""
+    """Accept a dict (keyword arguments), a tuple (positional) or a single tensor; anything else is a usage
+    error naming its type and the accepted forms (a list is refused too: a list of batches and a list of
+    positional arguments look the same)."""
     if isinstance(inputs, Inputs):
         return inputs
+    if isinstance(inputs, torch.Tensor):
+        return Inputs(args=(inputs,))
     if isinstance(inputs, Mapping):
         bad = [k for k in inputs if not isinstance(k, str)]
         if bad:
-            raise UsageError(f"inputs: dict keys must be parameter names (str), got {bad[0]!r}")
-        return Inputs(kwargs=dict(inputs))
-    if isinstance(inputs, (tuple, list)):
-        return Inputs(args=tuple(inputs))
-    if isinstance(inputs, torch.Tensor):
-        return Inputs(args=(inputs,))
-    raise UsageError(
-        f"inputs: expected a dict of keyword arguments or a tuple of positional arguments, got {type(inputs).__name__}"
-    )
+            raise UsageError(f"inputs: dict keys must be forward()'s parameter names (str), got {bad[0]!r}")
+        if not inputs:
+            raise UsageError(f"inputs: the dict is empty; {ACCEPTED}")
+        batch = Inputs(kwargs=dict(inputs))
+    elif isinstance(inputs, tuple):
+        if not inputs:
+            raise UsageError(f"inputs: the tuple is empty; {ACCEPTED}")
+        batch = Inputs(args=inputs)
+    else:
+        name = type(inputs).__name__
+        got = "None" if inputs is None else f"{'an' if name[0] in 'aeiou' else 'a'} {name}"
+        hint = " (tuple(inputs) if they are forward()'s positional arguments)" if isinstance(inputs, list) else ""
+        raise UsageError(f"inputs: got {got}; {ACCEPTED}{hint}")
+    if not any(_has_tensor(v) for v in batch.values()):
+        hint = ""
+        if any(type(v).__module__ == "numpy" for v in batch.values()):
+            hint = "; convert with torch.from_numpy(array)"
+        elif any(isinstance(v, (list, int, float)) for v in batch.values()):
+            hint = "; convert with torch.tensor(values)"
+        kinds = [("None" if v is None else type(v).__name__) for v in batch.values()]
+        given = ", ".join(
+            kinds if batch.kwargs is None else (f"{k}={t}" for k, t in zip(batch.kwargs, kinds, strict=True))
+        )
+        raise UsageError(f"inputs: no tensor in the inputs ({given}){hint}; a model is checked on tensors")
+    return batch
+
+
+def _has_tensor(value: Any) -> bool:
+    if isinstance(value, torch.Tensor):
+        return True
+    if isinstance(value, Mapping):
+        return any(_has_tensor(v) for v in value.values())
+    if isinstance(value, (list, tuple)):
+        return any(_has_tensor(v) for v in value)
+    return False
 
 
 def forward_parameters(model: Any) -> list[inspect.Parameter]:

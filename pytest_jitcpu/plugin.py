@@ -1,30 +1,37 @@
 """pytest wiring: options, marker, fixture, records on test reports, reports at the end of the session.
 
-The session state lives in one :class:`Session` object in ``config.stash``. Records travel on each
-``TestReport`` (attribute ``jitcpu`` and JUnit ``user_properties``), so pytest-xdist carries them to the
-controller, which alone writes the reports.
+Cheap to load: this module (the ``pytest11`` entry point) imports neither torch, transformers nor
+Hypothesis; the engine is imported when a test first calls ``jitcpu.check``, and the environment (torch's
+version, the CPU) only when a report or the matrix is written. A suite that never uses jitcpu pays for
+option parsing and nothing else (``benchmarks/plugin_load.py`` measures it).
+
+The session state lives in one :class:`Session` object in ``config.stash``; its reporting hooks are its
+own methods, and it is registered as a plugin only on the controller (not on xdist workers), and
+unregistered in ``pytest_unconfigure``, the way pytest's junitxml registers ``LogXML``. Records travel on
+each ``TestReport`` (attribute ``jitcpu`` and JUnit ``user_properties``), so pytest-xdist carries them to
+the controller, which alone writes the reports.
 """
 
 from __future__ import annotations
 
 from collections.abc import Generator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
 from . import options
-from .environment import environment
-from .fixture import JitcpuChecker
 from .record import Record
-from .report import sort_records, terminal_matrix, write
 from .settings import Settings, UsageError
+
+if TYPE_CHECKING:
+    from .fixture import JitcpuChecker
 
 MARKER = "jitcpu"
 
 
 class Session:
-    """What one pytest session collects: settings, records, report paths."""
+    """What one pytest session collects: settings, records, report paths; its hooks run on the controller."""
 
     def __init__(self, config: pytest.Config) -> None:
         self.config = config
@@ -38,19 +45,73 @@ class Session:
         self.gate_failed = False
         self.write_errors: list[str] = []
 
-    @property
-    def is_worker(self) -> bool:
-        return hasattr(self.config, "workerinput")
+    def pytest_report_header(self, config: pytest.Config) -> list[str]:
+        s = options.with_ipex(self.settings)
+        lines = [f"jitcpu: modes={','.join(s.modes)} dtypes={','.join(s.dtypes)} fallback={s.fallback}"]
+        if s.ipex:
+            lines.append(f"jitcpu: ipex not usable: {self.ipex_reason}" if self.ipex_reason else "jitcpu: ipex usable")
+        return lines
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
-        """Collect records on the controller (reports from xdist workers arrive here too)."""
+        """Collect records (reports from xdist workers arrive here too)."""
         records = getattr(report, "jitcpu", None)
-        if records and not self.is_worker:
+        if records:
             self.records.extend(Record.from_json(r) for r in records)
+
+    def pytest_sessionfinish(self, session: pytest.Session, exitstatus: int) -> None:
+        if not self.records and not self.report_paths and not self.baseline:
+            return  # nothing was checked and nothing asked for: no import of torch for the environment
+        from .environment import environment
+        from .report import sort_records, write
+
+        self.records = sort_records(self.records)
+        env = environment()
+        comparison = None
+        extra: dict[str, Any] = {}
+        if self.baseline:
+            from . import baseline
+
+            outcome = baseline.gate(self.baseline, self.records)
+            self.gate_lines = outcome.lines
+            self.gate_failed = outcome.failed
+            comparison = outcome.markdown
+            extra["baseline"] = outcome.to_json()
+            if outcome.failed and session.exitstatus == 0:
+                session.exitstatus = pytest.ExitCode.TESTS_FAILED
+        for path in self.report_paths:
+            try:
+                self.written.append(write(path, self.records, env, extra or None, comparison))
+            except OSError as exc:  # checked before the run, but a disk can fill or a folder vanish
+                self.write_errors.append(f"jitcpu: could not write report {path}: {exc}")
+                if session.exitstatus == 0:
+                    session.exitstatus = pytest.ExitCode.USAGE_ERROR  # as when the early check catches it
+
+    def pytest_terminal_summary(self, terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
+        verbosity = config.get_verbosity()
+        if self.records and verbosity >= -1:
+            from .report import terminal_matrix
+
+            lines = terminal_matrix(self.records, verbose=verbosity > 0)
+            if verbosity < 0:
+                lines = [f"jitcpu: {lines[-1]}"] if verbosity == -1 else []  # -q: the counts only
+            else:
+                terminalreporter.write_sep("=", "jitcpu compatibility matrix")
+            for line in lines:
+                terminalreporter.write_line(line)
+        if self.gate_lines:
+            terminalreporter.write_sep("=", "jitcpu baseline gate")
+            for line in self.gate_lines:
+                terminalreporter.write_line(line)
+        for path in self.written:
+            terminalreporter.write_sep("-", f"generated jitcpu report: {path}")
+        for line in self.write_errors:
+            terminalreporter.write_line(line, red=True, bold=True)
 
 
 SESSION = pytest.StashKey[Session]()
-CHECKER = pytest.StashKey[JitcpuChecker]()
+CHECKER = pytest.StashKey["JitcpuChecker"]()
+SETTINGS = pytest.StashKey[Settings]()  # a marked test's settings, parsed in its setup
+PLUGIN_NAME = "jitcpu-session"
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -75,56 +136,67 @@ def pytest_configure(config: pytest.Config) -> None:
             raise pytest.UsageError(
                 f"--jitcpu-ipex: IPEX is required (ini jitcpu_ipex_required) but {session.ipex_reason}"
             )
-    config.stash[SESSION] = session
-    config.pluginmanager.register(session, "jitcpu-session")
+    config.stash[SESSION] = session  # workers read the settings from here
+    if not hasattr(config, "workerinput"):  # reports are merged and written on the controller only
+        config.pluginmanager.register(session, PLUGIN_NAME)
 
 
-def pytest_report_header(config: pytest.Config) -> list[str]:
+def pytest_unconfigure(config: pytest.Config) -> None:
     session = config.stash.get(SESSION, None)
-    if session is None:
-        return []
-    s = options.with_ipex(session.settings)
-    lines = [f"jitcpu: modes={','.join(s.modes)} dtypes={','.join(s.dtypes)} fallback={s.fallback}"]
-    if s.ipex:
-        lines.append(
-            f"jitcpu: ipex not usable: {session.ipex_reason}" if session.ipex_reason else "jitcpu: ipex usable"
-        )
-    return lines
+    if session is not None:
+        del config.stash[SESSION]
+        if config.pluginmanager.is_registered(session):
+            config.pluginmanager.unregister(session)
 
 
-def _where(item: pytest.Item) -> str:
-    return item.nodeid
+def _item_settings(item: pytest.Item) -> Settings:
+    """The marker's settings on top of the session's; parsed once, in setup."""
+    cached = item.stash.get(SETTINGS, None)
+    if cached is not None:
+        return cached
+    base = item.config.stash[SESSION].settings
+    settings = options.with_ipex(options.marker_settings(base, item.get_closest_marker(MARKER), item.nodeid))
+    item.stash[SETTINGS] = settings
+    return settings
 
 
-def _item_settings(item: pytest.Item, session: Session) -> Settings:
-    marker = item.get_closest_marker(MARKER)
-    return options.with_ipex(options.marker_settings(session.settings, marker, _where(item)))
-
-
-def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Reject bad marker arguments before anything runs (workers fail the test in setup instead)."""
-    state = config.stash.get(SESSION, None)
-    if state is None or state.is_worker:
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    """A bad marker argument errors this test at setup (with or without the fixture); the session goes on."""
+    if item.get_closest_marker(MARKER) is None or SESSION not in item.config.stash:
         return
-    for item in items:
-        if item.get_closest_marker(MARKER) is not None:
-            try:
-                _item_settings(item, state)
-            except UsageError as exc:
-                raise pytest.UsageError(str(exc)) from None
+    try:
+        _item_settings(item)
+    except UsageError as exc:
+        raise pytest.fail.Exception(str(exc), pytrace=False) from None
 
 
 @pytest.fixture
 def jitcpu(request: pytest.FixtureRequest) -> JitcpuChecker:
     """Check a model under eager, jit.trace (dict and tuple inputs), IPEX and more: ``jitcpu.check(model, inputs)``."""
-    session = request.config.stash[SESSION]
+    from .fixture import JitcpuChecker
+
     try:
-        settings = _item_settings(request.node, session)
-    except UsageError as exc:
+        settings = _item_settings(request.node)
+    except UsageError as exc:  # setup reports it first; this is for a fixture requested another way
         raise pytest.fail.Exception(str(exc), pytrace=False) from None
     checker = JitcpuChecker(settings, request.node.nodeid)
     request.node.stash[CHECKER] = checker
     return checker
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_call(item: pytest.Item) -> Generator[None, None, None]:
+    """A marked test that passed without calling check() warns; inside the call phase, so a user's
+    ``filterwarnings = error`` fails that test instead of raising out of a reporting hook."""
+    result = yield
+    if item.get_closest_marker(MARKER) is not None:
+        checker = item.stash.get(CHECKER, None)
+        if checker is None or not checker.records:
+            item.warn(
+                pytest.PytestWarning(f"{item.nodeid}: marked @pytest.mark.jitcpu but jitcpu.check() was never called")
+            )
+    return result
 
 
 @pytest.hookimpl(wrapper=True)
@@ -141,63 +213,4 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
             prop = (f"jitcpu:{r.model}:{r.mode}:{r.dtype}", r.short())
             report.user_properties.append(prop)
             item.user_properties.append(prop)  # junitxml writes the teardown report's copy of these
-    if (
-        report.when == "call"
-        and report.passed
-        and (checker is None or not checker.records)
-        and item.get_closest_marker(MARKER) is not None
-    ):
-        item.warn(
-            pytest.PytestWarning(f"{item.nodeid}: marked @pytest.mark.jitcpu but jitcpu.check() was never called")
-        )
     return report
-
-
-def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
-    state = session.config.stash.get(SESSION, None)
-    if state is None or state.is_worker:
-        return
-    state.records = sort_records(state.records)
-    env = environment()
-    comparison = None
-    extra: dict[str, Any] = {}
-    if state.baseline:
-        from . import baseline
-
-        outcome = baseline.gate(state.baseline, state.records)
-        state.gate_lines = outcome.lines
-        state.gate_failed = outcome.failed
-        comparison = outcome.markdown
-        extra["baseline"] = outcome.to_json()
-        if outcome.failed and session.exitstatus == 0:
-            session.exitstatus = pytest.ExitCode.TESTS_FAILED
-    for path in state.report_paths:
-        try:
-            state.written.append(write(path, state.records, env, extra or None, comparison))
-        except OSError as exc:  # checked before the run, but a disk can fill or a folder vanish
-            state.write_errors.append(f"jitcpu: could not write report {path}: {exc}")
-            if session.exitstatus == 0:
-                session.exitstatus = pytest.ExitCode.USAGE_ERROR  # as when the early check catches it
-
-
-def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
-    state = config.stash.get(SESSION, None)
-    if state is None or state.is_worker:
-        return
-    verbosity = config.get_verbosity()
-    if state.records and verbosity >= -1:
-        lines = terminal_matrix(state.records, verbose=verbosity > 0)
-        if verbosity < 0:
-            lines = [f"jitcpu: {lines[-1]}"] if verbosity == -1 else []  # -q: the counts only
-        else:
-            terminalreporter.write_sep("=", "jitcpu compatibility matrix")
-        for line in lines:
-            terminalreporter.write_line(line)
-    if state.gate_lines:
-        terminalreporter.write_sep("=", "jitcpu baseline gate")
-        for line in state.gate_lines:
-            terminalreporter.write_line(line)
-    for path in state.written:
-        terminalreporter.write_sep("-", f"generated jitcpu report: {path}")
-    for line in state.write_errors:
-        terminalreporter.write_line(line, red=True, bold=True)

@@ -25,17 +25,19 @@ class UsageError(ValueError):
     """A value given by the user is not valid; the message names the source and the choices."""
 
 
-def _split(value: str | Iterable[str]) -> list[str]:
+def _split(value: str | Iterable[str], what: str, source: str) -> list[str]:
     if isinstance(value, str):
-        items = value.replace(" ", ",").split(",")
-    else:
+        items: list[Any] = value.replace(" ", ",").split(",")
+    elif isinstance(value, (list, tuple, set, frozenset)):
         items = list(value)
+    else:  # a number, a dict, a generator: say so rather than guess what it meant
+        raise UsageError(f"{source}: {value!r} is not a list of {what}s; give a list such as ['a', 'b'] or 'a,b'")
     return [str(item).strip() for item in items if str(item).strip()]
 
 
 def parse_choices(value: str | Iterable[str], choices: Sequence[str], what: str, source: str) -> tuple[str, ...]:
     """Parse a comma-separated list (or a sequence) of names; ``all`` selects every choice."""
-    items = _split(value)
+    items = _split(value, what, source)
     if items == ["all"]:
         return tuple(choices)
     if not items:
@@ -68,6 +70,8 @@ def parse_tolerance(value: str | float | None, source: str = "tolerance") -> flo
     if value is None or (isinstance(value, str) and value.strip().lower() in ("", "default", "none")):
         return None
     try:
+        if isinstance(value, bool):
+            raise TypeError  # float(True) is 1.0: a flag given where a tolerance was meant
         number = float(value)
     except (TypeError, ValueError):
         raise UsageError(f"{source}: {value!r} is not a number; give a non-negative float such as 1e-5") from None
@@ -78,6 +82,8 @@ def parse_tolerance(value: str | float | None, source: str = "tolerance") -> flo
 
 def parse_examples(value: str | int, source: str = "examples") -> int:
     try:
+        if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
+            raise TypeError  # int() would turn True into 1 and 1.5 into 1 without a word
         number = int(value)
     except (TypeError, ValueError):
         raise UsageError(f"{source}: {value!r} is not an integer; give 0 to turn generated inputs off") from None
@@ -120,7 +126,7 @@ class Settings:
             if value is None and key not in ("atol", "rtol"):
                 continue
             if key not in PARSERS:
-                raise UsageError(f"unknown setting {key!r}")
+                raise UsageError(f"unknown setting {key!r}; choose from {', '.join(PARSERS)}")
             parsed[key] = PARSERS[key](value, source.format(key=key))
         return replace(self, **parsed)
 

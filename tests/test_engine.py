@@ -246,7 +246,7 @@ def test_result_lookup_errors_list_what_exists() -> None:
 def test_usage_errors() -> None:
     with pytest.raises(UsageError, match=r"expected a torch\.nn\.Module, got function"):
         engine.check(lambda x: x, (tm.features(),), settings=FP32)
-    with pytest.raises(UsageError, match="expected a dict of keyword arguments or a tuple"):
+    with pytest.raises(UsageError, match="inputs: got an int; pass a dict of keyword arguments"):
         engine.check(tm.TinyMLP(), 3, settings=FP32)
     with pytest.raises(UsageError, match="unknown dtype 'fp16'; choose from fp32, bf16"):
         engine.check(tm.TinyMLP(), (tm.features(),), dtypes="fp16")

@@ -353,7 +353,7 @@ def _broken(rng: random.Random) -> dict[str, torch.Tensor]:
 def test_bad_generate_is_a_usage_error() -> None:
     with pytest.raises(UsageError, match="generate: expected a Hypothesis strategy"):
         engine.check(ShapeToInt().eval(), ids_batch(), settings=SETTINGS, generate=42)
-    with pytest.raises(UsageError, match="inputs: expected a dict of keyword arguments"):
+    with pytest.raises(UsageError, match="inputs: got a str; pass a dict of keyword arguments"):
         engine.check(ShapeToInt().eval(), ids_batch(), settings=SETTINGS, generate=lambda rng: "text")
     with pytest.raises(UsageError, match="generate: failed while making inputs: KeyError: 'no such length'"):
         engine.check(ShapeToInt().eval(), ids_batch(), settings=SETTINGS, generate=_broken)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import inspect
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -47,22 +48,45 @@ class VarArgs(nn.Module):
         return tensors[0]
 
 
-def test_normalize_accepts_dict_tuple_list_and_tensor() -> None:
+def test_normalize_accepts_dict_tuple_and_tensor() -> None:
     assert normalize({"a": A}).kwargs == {"a": A}
     assert normalize((A, B)).args == (A, B)
-    assert normalize([A, B]).args == (A, B)
     assert normalize(A).args == (A,)
+    assert normalize({"a": A, "flag": True}).kwargs == {"a": A, "flag": True}  # non-tensor extras are the model's
+    assert normalize(({"ids": A},)).args == ({"ids": A},)  # a nested tensor counts
     batch = Inputs(kwargs={"a": A})
     assert normalize(batch) is batch
 
 
-def test_normalize_rejects_other_things() -> None:
-    with pytest.raises(
-        UsageError, match="expected a dict of keyword arguments or a tuple of positional arguments, got int"
-    ):
-        normalize(3)
-    with pytest.raises(UsageError, match="dict keys must be parameter names"):
-        normalize({0: A})
+@pytest.mark.parametrize(
+    ("inputs", "message"),
+    [
+        (
+            [A, B],
+            "inputs: got a list; pass a dict of keyword arguments ({'input_ids': ids, ...}) or a tuple of "
+            "positional ones ((x,)) (tuple(inputs) if they are forward()'s positional arguments)",
+        ),
+        ({A.shape}, "inputs: got a set; pass a dict"),
+        ("hello", "inputs: got a str; pass a dict"),
+        (b"ids", "inputs: got a bytes; pass a dict"),
+        (3, "inputs: got an int; pass a dict"),
+        (None, "inputs: got None; pass a dict"),
+        ((x for x in [A]), "inputs: got a generator; pass a dict"),
+        ({0: A}, "inputs: dict keys must be forward()'s parameter names (str), got 0"),
+        ({}, "inputs: the dict is empty"),
+        ((), "inputs: the tuple is empty"),
+        ({"x": [[1.0, 2.0]]}, r"inputs: no tensor in the inputs (x=list); convert with torch.tensor(values)"),
+        ((3, 4.5), "inputs: no tensor in the inputs (int, float); convert with torch.tensor(values)"),
+        ({"x": np.ones(3)}, "inputs: no tensor in the inputs (x=ndarray); convert with torch.from_numpy(array)"),
+        ({"x": None}, "inputs: no tensor in the inputs (x=None); a model is checked on tensors"),
+    ],
+    ids=lambda v: type(v).__name__ if not isinstance(v, str) or len(v) < 12 else None,
+)
+def test_normalize_refuses_what_the_engine_does_not_take(inputs, message) -> None:
+    with pytest.raises(UsageError) as exc:
+        normalize(inputs)
+    assert str(exc.value).startswith(message), str(exc.value)
+    assert "\n" not in str(exc.value)
 
 
 def test_positional_order_follows_forward_not_the_dict() -> None:
