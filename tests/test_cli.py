@@ -5,6 +5,7 @@ console script."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -176,3 +177,39 @@ def test_installed_console_script_runs(folders, texts, tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert len(read_jsonl(out)) == len(SENTENCES)
     assert "jitcpu run: 10 rows (10 ok)" in proc.stderr and "\r" not in proc.stderr  # no progress bar off a TTY
+
+
+@pytest.mark.parametrize("spelling", ["same", "dotted", "symlink"])
+def test_output_naming_the_input_is_refused_and_the_input_kept(texts, tmp_path, spelling):
+    """--output that is the --input (another spelling of its path, or a symlink to it) exits 2 before
+    anything runs, and the input file is left byte for byte as it was."""
+    before = texts.read_bytes()
+    if spelling == "same":
+        output = str(texts)
+    elif spelling == "dotted":
+        output = str(texts.parent / "." / texts.name)
+    else:
+        output = str(tmp_path / "link.jsonl")
+        os.symlink(texts, output)
+    argv = [sys.executable, "-m", "pytest_jitcpu.cli", "run", "--input", str(texts), "--output", output]
+    proc = subprocess.run(argv, capture_output=True, text=True, timeout=120, check=False)
+    assert proc.returncode == 2, proc.stderr
+    assert "is the input file" in proc.stderr and "Traceback" not in proc.stderr
+    assert texts.read_bytes() == before
+
+
+def test_output_whose_parent_is_not_a_folder_is_refused_before_loading(texts):
+    argv = [
+        sys.executable,
+        "-m",
+        "pytest_jitcpu.cli",
+        "run",
+        "--input",
+        str(texts),
+        "--output",
+        "/dev/null/sub/o.jsonl",
+    ]
+    proc = subprocess.run(argv, capture_output=True, text=True, timeout=120, check=False)
+    assert proc.returncode == 2, proc.stderr
+    assert "--output: cannot write /dev/null/sub/o.jsonl: /dev/null is not a directory" in proc.stderr
+    assert "Traceback" not in proc.stderr
