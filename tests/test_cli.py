@@ -213,3 +213,22 @@ def test_output_whose_parent_is_not_a_folder_is_refused_before_loading(texts):
     assert proc.returncode == 2, proc.stderr
     assert "--output: cannot write /dev/null/sub/o.jsonl: /dev/null is not a directory" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_a_model_folder_without_tokenizer_files_is_refused(texts, tmp_path):
+    """transformers 5 'loads' an empty tokenizer from such a folder: running would embed [UNK] only."""
+    from transformers import BertConfig, BertModel
+
+    folder = tmp_path / "no-tokenizer"
+    config = BertConfig(
+        vocab_size=300, hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32
+    )
+    BertModel(config).save_pretrained(folder)
+    out = tmp_path / "o.jsonl"
+    argv = [sys.executable, "-m", "pytest_jitcpu.cli", "run", str(folder), "--task", "feature-extraction"]
+    proc = subprocess.run(
+        [*argv, "--input", str(texts), "--output", str(out)], capture_output=True, text=True, timeout=120, check=False
+    )
+    assert proc.returncode == 2, proc.stderr
+    assert "vocab_size is 300" in proc.stderr and "tokenizer.save_pretrained" in proc.stderr, proc.stderr
+    assert "Traceback" not in proc.stderr and not out.exists()

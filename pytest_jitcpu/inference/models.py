@@ -255,6 +255,19 @@ def _accepts(model: torch.nn.Module, name: str) -> bool:
         return False
 
 
+def _check_vocabulary(label: str, tokenizer: Any, model: Any) -> None:
+    """transformers 5 builds an empty tokenizer (only its special tokens) for a folder without tokenizer
+    files; every word would become [UNK] and the run would write outputs of nothing. Refuse a tokenizer
+    far smaller than the model's embedding (half: padded vocabularies differ by a few percent only)."""
+    size = getattr(getattr(model, "config", None), "vocab_size", None)
+    tokens = len(tokenizer)
+    if isinstance(size, int) and size > 0 and tokens < size // 2:
+        raise UsageError(
+            f"{label}: its tokenizer has {tokens} tokens but the model's vocab_size is {size}: the folder has no "
+            "(or the wrong) tokenizer files; save the model's tokenizer with tokenizer.save_pretrained(folder)"
+        )
+
+
 def load(
     model: str | Path | None,
     task: str | None = None,
@@ -293,6 +306,7 @@ def load(
             f"{label}: has no trained {task} head (missing weights: {', '.join(missing[:4])}); pass a folder "
             f"saved from a model fine-tuned for {task}"
         )
+    _check_vocabulary(label, tokenizer, loaded)
     loaded.eval()
     if task in ("token-classification", "question-answering") and not getattr(tokenizer, "is_fast", False):
         raise UsageError(f"{label}: {task} needs a fast tokenizer (character offsets); save a tokenizer.json")
