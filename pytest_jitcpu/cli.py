@@ -198,20 +198,6 @@ def _same_file(a: str, b: str) -> bool:
         return os.path.realpath(a) == os.path.realpath(b)
 
 
-def _writable_place(path: str) -> str | None:
-    """Why a file cannot be created at ``path`` (its first existing parent decides), or None."""
-    if os.path.isdir(path):
-        return "it is a directory"
-    parent = os.path.dirname(os.path.abspath(path))
-    while not os.path.exists(parent):
-        parent = os.path.dirname(parent)
-    if not os.path.isdir(parent):
-        return f"{parent} is not a directory"
-    if not os.access(parent, os.W_OK | os.X_OK):
-        return f"{parent} is not writable"
-    return None
-
-
 def _check_outputs(args: argparse.Namespace) -> None:
     """Refuse outputs that would overwrite the input or cannot be written, before the model loads."""
     for flag, path in (("--output", args.output), ("--summary", args.summary)):
@@ -219,7 +205,9 @@ def _check_outputs(args: argparse.Namespace) -> None:
             continue
         if args.input != "-" and _same_file(path, args.input):
             raise _usage(f"{flag} {path} is the input file {args.input}; write the output to another file")
-        problem = _writable_place(path)
+        from .settings import unwritable
+
+        problem = unwritable(path)
         if problem:
             raise _usage(f"{flag}: cannot write {path}: {problem}")
 

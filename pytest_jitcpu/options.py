@@ -26,6 +26,7 @@ from .settings import (
     UsageError,
     parse_flag,
     parse_modes,
+    unwritable,
 )
 
 MARKER_KWARGS = ("modes", "dtypes", "atol", "rtol", "fallback", "examples")
@@ -180,24 +181,10 @@ def report_paths(config: pytest.Config) -> list[str]:
     for path in paths:
         if not path.endswith((".json", ".md")):
             raise UsageError(f"--jitcpu-report: {path!r} must end in .json or .md")
-        problem = _unwritable(path)
+        problem = unwritable(path)
         if problem:
             raise UsageError(f"--jitcpu-report: cannot write {path!r}: {problem}")
     return paths
-
-
-def _unwritable(path: str) -> str | None:
-    """Why ``path`` cannot be written (checked before the tests run, not after), or None."""
-    if os.path.isdir(path):
-        return "it is a directory"
-    parent = os.path.dirname(os.path.abspath(path))
-    while not os.path.exists(parent):  # the folders are created at the end; the first existing one decides
-        parent = os.path.dirname(parent)
-    if not os.path.isdir(parent):
-        return f"{parent} is not a directory"
-    if not os.access(parent, os.W_OK | os.X_OK):
-        return f"{parent} is not writable"
-    return None
 
 
 def baseline_path(config: pytest.Config) -> str | None:

@@ -6,6 +6,7 @@ Shared by the pytest plugin and the command line, so a bad value reads the same 
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -99,6 +100,22 @@ def parse_flag(value: str | bool, source: str = "flag") -> bool:
     if text in ("0", "false", "no", "off", ""):
         return False
     raise UsageError(f"{source}: {value!r} is not a boolean; use true or false")
+
+
+def unwritable(path: str) -> str | None:
+    """Why a file cannot be created at ``path`` (checked before any work, not after), or None.
+
+    Shared by the plugin's report paths and the command line's outputs."""
+    if os.path.isdir(path):
+        return "it is a directory"
+    parent = os.path.dirname(os.path.abspath(path))
+    while not os.path.exists(parent):  # the folders are created at the end; the first existing one decides
+        parent = os.path.dirname(parent)
+    if not os.path.isdir(parent):
+        return f"{parent} is not a directory"
+    if not os.access(parent, os.W_OK | os.X_OK):
+        return f"{parent} is not writable"
+    return None
 
 
 @dataclass(frozen=True)
