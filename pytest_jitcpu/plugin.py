@@ -1,9 +1,9 @@
 """pytest wiring: options, marker, fixture, records on test reports, reports at the end of the session.
 
-Cheap to load: this module (the ``pytest11`` entry point) imports neither torch, transformers nor
-Hypothesis; the engine is imported when a test first calls ``jitcpu.check``, and the environment (torch's
-version, the CPU) only when a report or the matrix is written. A suite that never uses jitcpu pays for
-option parsing and nothing else (``benchmarks/plugin_load.py`` measures it).
+This module (the ``pytest11`` entry point) imports neither torch, transformers nor Hypothesis itself:
+the engine is imported when a test first calls ``jitcpu.check``, and the environment (torch's version,
+the CPU) only when a report or the matrix is written. The package's ``__init__`` still imports the engine
+(and so torch) when the entry point loads; making it lazy, and a benchmark of the load cost, are still to do.
 
 The session state lives in one :class:`Session` object in ``config.stash``; its reporting hooks are its
 own methods, and it is registered as a plugin only on the controller (not on xdist workers), and
