@@ -89,67 +89,11 @@ def load(path: str | Path) -> dict[str, Any]:
     return data
 
 
-def _cell(value: float | None) -> str:
-    return "" if value is None else f"{value:.2g}"
-
-
 def markdown(records: list[Record], environment: dict[str, Any], comparison: str | None = None) -> str:
-    """A Markdown page for ``$GITHUB_STEP_SUMMARY``: counts, the matrix, then the details that matter."""
-    counts = summary(records)
-    env = environment
-    lines = [
-        "## pytest-jitcpu compatibility report",
-        "",
-        f"torch {env.get('torch')}, transformers {env.get('transformers')}, ipex {env.get('ipex') or 'none'}, "
-        f"CPU {env.get('cpu')} ({env.get('isa')}), {env.get('threads')} threads",
-        "",
-        " | ".join(f"**{status}** {n}" for status, n in counts.items()),
-        "",
-    ]
-    columns = _columns(records)
-    lines.append("| test | model | " + " | ".join(f"{m} {d}" for m, d in columns) + " |")
-    lines.append("|---|---|" + "---|" * len(columns))
-    for (nodeid, model), by_check in _rows(records).items():
-        cells = []
-        for col in columns:
-            r = by_check.get(col)
-            cells.append("" if r is None else _md_status(r))
-        lines.append(f"| `{nodeid}` | {model} | " + " | ".join(cells) + " |")
-    details = [r for r in records if r.status != "pass"]
-    if details:
-        lines += [
-            "",
-            "### Not passing",
-            "",
-            "| test | model | mode | dtype | status | reason |",
-            "|---|---|---|---|---|---|",
-        ]
-        for r in details:
-            reason = (r.reason or "") + (f"; counterexample: {r.counterexample}" if r.counterexample else "")
-            reason = reason.replace("|", "\\|").replace("\n", " ")
-            lines.append(f"| `{r.nodeid}` | {r.model} | {r.mode} | {r.dtype} | {r.status} | {reason} |")
-    unserializable = [r for r in records if r.serializable is False]
-    if unserializable:
-        lines += ["", "### Not serializable (torch.jit.save / load round trip)", ""]
-        lines += ["| test | model | mode | dtype | reason |", "|---|---|---|---|---|"]
-        for r in unserializable:
-            reason = (r.serializable_reason or "").replace("|", "\\|").replace("\n", " ")
-            lines.append(f"| `{r.nodeid}` | {r.model} | {r.mode} | {r.dtype} | {reason} |")
-    fused = [r for r in records if r.fused_ops]
-    if fused:
-        lines += ["", "### Fused ops", "", "| test | model | mode | dtype | fused ops |", "|---|---|---|---|---|"]
-        for r in fused:
-            lines.append(f"| `{r.nodeid}` | {r.model} | {r.mode} | {r.dtype} | {', '.join(r.fused_ops or [])} |")
-    if comparison:
-        lines += ["", comparison]
-    return "\n".join(lines) + "\n"
+    """A Markdown page for ``$GITHUB_STEP_SUMMARY``: see :mod:`pytest_jitcpu.markdown`."""
+    from .markdown import markdown as render
 
-
-def _md_status(r: Record) -> str:
-    text = r.status if r.status == "pass" else f"**{r.status}**"
-    if r.status in ("pass", "mismatch", "diverges") and r.max_abs_diff is not None and r.mode != "eager":
-        text += f" ({_cell(r.max_abs_diff)})"
-    return text
+    return render(records, environment, comparison)
 
 
 def _columns(records: list[Record]) -> list[tuple[str, str]]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import shutil
 import subprocess
 import sys
@@ -132,22 +133,36 @@ def test_reports_of_a_full_run(suite: pytest.Pytester) -> None:
     lines = md.splitlines()
     assert lines[0] == "## pytest-jitcpu compatibility report"
     assert " | ".join(f"**{s}** {COUNTS.get(s, 0)}" for s in STATUSES) in lines
+    assert f"❌ **3 of 7 models failing**, 1 falling back, 3 passing ({CHECKS} checks)" in lines
     columns = [f"{m} {d}" for d in ("fp32", "bf16") for m in ("eager", "trace-dict", "trace-tuple")]
-    header = "| test | model | " + " | ".join(columns) + " |"
-    assert header in lines
-    assert lines[lines.index(header) + 1] == "|---|---|" + "---|" * len(columns)
-    rows = [line for line in lines if line.startswith("| `test_suite.py::")]
-    matrix_rows = rows[: len(EXPECTED)]
-    assert len({row.split(" | ")[0] + row.split(" | ")[1] for row in matrix_rows}) == len(EXPECTED)
-    assert any(
-        r.startswith("| `test_suite.py::test_pass` | TinyText | pass | pass (0) | pass (0) | pass") for r in rows
-    )
-    assert any(
-        r.startswith("| `test_suite.py::test_mismatch` | TracingDependent | pass | **mismatch** (1) |") for r in rows
-    )
+    header = "|  | test | model | verdict | " + " | ".join(columns) + " |"
+    assert lines.count(header) == 2  # models needing attention, then the passing ones folded
+    assert lines[lines.index(header) + 1] == "|---|---|---|---|" + "---|" * len(columns)
+    attention = _table_after(lines, "### Needs attention (worst first)")
+    # worst first: mismatches (silently wrong), then the reference that failed, then the fallback
+    assert [(row[0], row[2]) for row in attention] == [
+        ("❌", "InfWhenTraced"),  # ties keep the report's order (by test id)
+        ("❌", "TracingDependent"),
+        ("❌", "RandomForward"),
+        ("⚠️", "Gap"),
+    ]
+    assert attention[1][3] == "2 mismatch" and attention[1][5] == "**mismatch** (1)"
+    assert attention[0][5] == "**mismatch**"  # an infinite difference is null in the records
+    assert attention[3][3:7] == ["1 fallback", "pass", "pass (0)", "**fallback**"]
+    folded = md[md.index("<details><summary>✅ 3 passing models</summary>") : md.index("</details>")]
+    passing = _table_after(folded.splitlines(), "<details><summary>✅ 3 passing models</summary>")
+    assert sorted(row[2] for row in passing) == ["TinyMLP", "TinyMLP#2", "TinyText"]
+    assert all(row[0] == "✅" for row in passing)
+    assert next(row for row in passing if row[2] == "TinyText")[3:6] == ["6 pass", "pass", "pass (0)"]
     assert "### Not passing" in lines
     fallback_row = next(line for line in lines if "| Gap | trace-tuple | fp32 | fallback |" in line)
     assert "'skipped'" in fallback_row
+    charts = _mermaid_blocks(md)
+    titles = [c[1] for c in charts]
+    text = charts[titles.index('    title "TinyText (test_pass): speed-up over eager fp32"')]
+    assert text[2] == '    x-axis ["' + '", "'.join(columns) + '"]'  # the matrix's columns, bf16 too
+    assert '    title "TinyMLP (test_two_models): speed-up over eager fp32"' in titles
+    assert not any("TracingDependent" in t for t in titles)  # only eager passed: nothing to compare
 
     # JUnit XML: every check as a user property of its test case.
     tree = ET.parse(suite.path / "out" / "junit.xml")
@@ -219,6 +234,72 @@ def test_dumps_refuses_nan_by_writing_null() -> None:
     loaded = json.loads(text)["results"][0]
     assert loaded["max_abs_diff"] is None and loaded["max_rel_diff"] is None
     assert "max_abs_diff was nan" in loaded["reason"] and "max_rel_diff was inf" in loaded["reason"]
+
+
+def _table_after(lines: list[str], heading: str) -> list[list[str]]:
+    """The body rows (cells stripped) of the first Markdown table after ``heading``."""
+    start = lines.index(heading)
+    while not lines[start].startswith("|"):
+        start += 1
+    rows = []
+    for line in lines[start + 2 :]:
+        if not line.startswith("|"):
+            break
+        rows.append([cell.strip() for cell in line.strip("|").split(" | ")])
+    return rows
+
+
+def _mermaid_blocks(md: str) -> list[list[str]]:
+    """Every ```mermaid block, checked line by line against the xychart-beta syntax this report uses."""
+    blocks = []
+    for chunk in md.split("```mermaid\n")[1:]:
+        body = chunk[: chunk.index("\n```")].splitlines()
+        assert body[0] == "xychart-beta"
+        assert re.fullmatch(r'    title "[^"]+"', body[1]), body[1]
+        labels = re.fullmatch(r'    x-axis \[("[^"]+"(, "[^"]+")*)\]', body[2])
+        assert labels, body[2]
+        top = re.fullmatch(r'    y-axis "[^"]+" 0 --> (\d+\.\d+)', body[3])
+        assert top, body[3]
+        bars = re.fullmatch(r"    bar \[(\d+\.\d+(, \d+\.\d+)*)\]", body[4])
+        assert bars, body[4]
+        values = [float(v) for v in bars.group(1).split(", ")]
+        assert len(values) == len(labels.group(1).split(", ")) and max(values) <= float(top.group(1))
+        assert len(body) == 5
+        blocks.append(body)
+    return blocks
+
+
+def test_markdown_for_200_models_folds_the_passing_ones_and_puts_the_worst_first() -> None:
+    records = []
+    for i in range(200):
+        node = f"tests/test_zoo.py::test_model[{i:03d}]"
+        status = {7: "diverges", 42: "mismatch", 150: "fallback", 199: "error"}.get(i, "pass")
+        records.append(_rec(node, f"M{i}", "eager", "fp32", "error" if status == "error" else "pass", latency_ms=4.0))
+        for mode, latency in (("trace-dict", 2.0), ("trace-tuple", 5.0)):
+            got = "pass" if status == "fallback" and mode == "trace-dict" else status
+            fields = {"reason": f"because {i}"} if got != "pass" else {}
+            records.append(_rec(node, f"M{i}", mode, "fp32", got, latency_ms=latency, max_abs_diff=1e-7, **fields))
+    md = report.markdown(records, {"cpu": "Test CPU", "isa": "avx2", "threads": 2})
+    lines = md.splitlines()
+    assert "❌ **3 of 200 models failing**, 1 falling back, 196 passing (600 checks)" in lines
+    attention = _table_after(lines, "### Needs attention (worst first)")
+    assert [row[2] for row in attention] == ["M42", "M7", "M199", "M150"]
+    assert [row[0] for row in attention] == ["❌", "❌", "❌", "⚠️"]
+    start = lines.index("<details><summary>✅ 196 passing models</summary>")
+    passing = _table_after(lines[start:], lines[start])
+    assert len(passing) == 196 and lines[start + 2 + 2 + 196 + 1] == "</details>"
+    assert [row[2] for row in passing[:3]] == ["M0", "M1", "M2"]
+    charts = _mermaid_blocks(md)
+    assert len(charts) == 197  # every model whose eager ran and some other mode passed
+    assert charts[0][1] == '    title "M150 (test_model[150]): speed-up over eager fp32"'  # fallback: worst with a pass
+    assert charts[0][2:5] == [
+        '    x-axis ["eager fp32", "trace-dict fp32"]',
+        '    y-axis "speed-up (x, higher is faster)" 0 --> 2.20',
+        "    bar [1.00, 2.00]",
+    ]
+    assert charts[1][4] == "    bar [1.00, 2.00, 0.80]"
+    more = md.index("<details><summary>187 more charts</summary>")
+    assert md.count("```mermaid", 0, more) == 10
 
 
 def test_markdown_escapes_pipes_in_reasons() -> None:
