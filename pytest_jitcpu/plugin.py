@@ -1,9 +1,9 @@
 """pytest wiring: options, marker, fixture, records on test reports, reports at the end of the session.
 
-This module (the ``pytest11`` entry point) imports neither torch, transformers nor Hypothesis itself:
-the engine is imported when a test first calls ``jitcpu.check``, and the environment (torch's version,
-the CPU) only when a report or the matrix is written. The package's ``__init__`` still imports the engine
-(and so torch) when the entry point loads; making it lazy, and a benchmark of the load cost, are still to do.
+This module (the ``pytest11`` entry point), the package's ``__init__`` (lazy re-exports), options and
+settings import neither torch, transformers nor Hypothesis: the engine is imported when a test first calls
+``jitcpu.check``, and the environment (torch's version, the CPU) only when a report or the matrix is
+written. ``tests/test_load_cost.py`` proves it; ``benchmarks/plugin_load.py`` measures the load cost.
 
 The session state lives in one :class:`Session` object in ``config.stash``; its reporting hooks are its
 own methods, and it is registered as a plugin only on the controller (not on xdist workers), and
