@@ -11,7 +11,6 @@ import json
 import os
 import sys
 from collections.abc import Callable, Sequence
-from pathlib import Path
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
@@ -165,7 +164,17 @@ def _mode(args: argparse.Namespace) -> str:
     aliases = "ipex" if args.use_ipex else "trace" if args.jit_mode_eval else None
     if args.mode and aliases and args.mode != aliases:
         raise _usage(f"--mode {args.mode} contradicts --{'use_ipex' if args.use_ipex else 'jit_mode_eval'}")
-    return args.mode or aliases or "auto"
+    mode = args.mode or aliases or "auto"
+    if mode == "ipex" and args.use_ipex and args.jit_mode_eval:
+        # The guide's pair means "IPEX in JIT mode": without IPEX, its JIT half (the verified trace mode)
+        # is still what was asked for, not eager.
+        from .backends import ipex
+
+        reason = ipex.unavailable_reason()
+        if reason:
+            _err(f"jitcpu run: --use_ipex: IPEX is unavailable ({reason}); running --jit_mode_eval as --mode trace")
+            return "trace"
+    return mode
 
 
 def _dtype(args: argparse.Namespace) -> str:
@@ -190,23 +199,22 @@ def _err(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
-def _same_file(a: str, b: str) -> bool:
-    """True when two spellings (or a symlink) name one file: writing one would replace the other."""
-    try:
-        return os.path.samefile(a, b)
-    except OSError:  # one of them does not exist yet
-        return os.path.realpath(a) == os.path.realpath(b)
+def _check_outputs(input: str | None, outputs: Sequence[tuple[str, str | None]]) -> None:
+    """Refuse outputs that would overwrite the input or each other, or cannot be written, before the
+    model loads (nothing has run yet, so nothing is lost)."""
+    from .atomic import same_file
+    from .settings import unwritable
 
-
-def _check_outputs(args: argparse.Namespace) -> None:
-    """Refuse outputs that would overwrite the input or cannot be written, before the model loads."""
-    for flag, path in (("--output", args.output), ("--summary", args.summary)):
+    seen: list[tuple[str, str]] = []
+    for flag, path in outputs:
         if not path or path == "-":
             continue
-        if args.input != "-" and _same_file(path, args.input):
-            raise _usage(f"{flag} {path} is the input file {args.input}; write the output to another file")
-        from .settings import unwritable
-
+        if input and input != "-" and same_file(path, input):
+            raise _usage(f"{flag} {path} is the input file {input}; write the output to another file")
+        for other_flag, other in seen:
+            if same_file(path, other):
+                raise _usage(f"{flag} {path} is the same file as {other_flag} {other}; give each its own file")
+        seen.append((flag, path))
         problem = unwritable(path)
         if problem:
             raise _usage(f"{flag}: cannot write {path}: {problem}")
@@ -216,7 +224,9 @@ def _run(args: argparse.Namespace) -> int:
     from .inference import Predictor, RowError
     from .inference.selection import ModelFailed
 
-    _check_outputs(args)
+    if args.summary == "-":
+        raise _usage("--summary: give a file name (standard output is for --output -)")
+    _check_outputs(args.input, (("--output", args.output), ("--summary", args.summary)))
     predictor = Predictor(
         _model(args),
         args.task,
@@ -246,8 +256,9 @@ def _run(args: argparse.Namespace) -> int:
     for note in summary.notes():
         _err(note)
     if args.summary:
-        Path(args.summary).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.summary).write_text(json.dumps(summary.to_json(), indent=2) + "\n", encoding="utf-8")
+        from .atomic import write_text
+
+        write_text(args.summary, json.dumps(summary.to_json(), indent=2) + "\n")
     _err(f"jitcpu run: {summary.line()}")
     if args.output != "-":
         _err(f"jitcpu run: wrote {args.output}")
@@ -258,6 +269,10 @@ def _check(args: argparse.Namespace) -> int:
     from .inference import check_model
     from .settings import parse_tolerance
 
+    for path in args.report:
+        if not path.endswith((".json", ".md")):
+            raise _usage(f"--report: {path!r} must end in .json or .md")
+    _check_outputs(args.input, [("--report", path) for path in args.report])
     if args.threads:
         import torch
 

@@ -137,11 +137,10 @@ def write(
     extra: dict[str, Any] | None = None,
     comparison: str | None = None,
 ) -> Path:
-    """Write a report; the format follows the suffix (``.json`` or ``.md``). Creates folders."""
-    target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    if target.suffix == ".md":
-        target.write_text(markdown(records, environment, comparison), encoding="utf-8")
-    else:
-        target.write_text(dumps(to_json(records, environment, extra)), encoding="utf-8")
-    return target
+    """Write a report; the format follows the suffix (``.json`` or ``.md``). Creates folders. Written to a
+    temporary file and renamed: a reader (or a crash) never sees half a report."""
+    from .atomic import write_text
+
+    if Path(path).suffix == ".md":
+        return write_text(path, markdown(records, environment, comparison))
+    return write_text(path, dumps(to_json(records, environment, extra)))

@@ -232,3 +232,53 @@ def test_a_model_folder_without_tokenizer_files_is_refused(texts, tmp_path):
     assert proc.returncode == 2, proc.stderr
     assert "vocab_size is 300" in proc.stderr and "tokenizer.save_pretrained" in proc.stderr, proc.stderr
     assert "Traceback" not in proc.stderr and not out.exists()
+
+
+def test_the_guides_jit_mode_eval_with_use_ipex_runs_trace_without_ipex(folders, texts, tmp_path):
+    """``--jit_mode_eval --use_ipex`` means IPEX in JIT mode: without IPEX, its JIT half (the verified
+    trace mode) runs, not eager, and the run says IPEX is unavailable."""
+    from pytest_jitcpu.backends import ipex
+
+    out, summary = tmp_path / "o.jsonl", tmp_path / "s.json"
+    argv = [sys.executable, "-m", "pytest_jitcpu.cli", "run", str(folders["st"]), "--input", str(texts)]
+    argv += ["--output", str(out), "--summary", str(summary), "--jit_mode_eval", "--use_ipex", "--no_cuda"]
+    proc = subprocess.run(argv, capture_output=True, text=True, timeout=300, check=False)
+    assert proc.returncode == 0, proc.stderr
+    mode = json.loads(summary.read_text(encoding="utf-8"))["mode"]
+    if ipex.unavailable_reason() is None:
+        assert mode == "ipex", proc.stderr
+    else:
+        assert "--use_ipex: IPEX is unavailable (" in proc.stderr
+        assert "running --jit_mode_eval as --mode trace" in proc.stderr
+        assert mode == "trace" and "running trace/fp32: verified on" in proc.stderr, proc.stderr
+    assert len(read_jsonl(out)) == len(SENTENCES)
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--summary", "{out}"], "--summary {out} is the same file as --output {out}"),
+        (["--summary", "{input}"], "--summary {input} is the input file"),
+        (["--summary", "-"], "--summary: give a file name"),
+        (["--summary", "/dev/null/s.json"], "--summary: cannot write /dev/null/s.json: /dev/null is not a directory"),
+    ],
+)
+def test_summary_that_would_overwrite_or_cannot_be_written_is_refused(texts, tmp_path, capsys, extra, message):
+    out = tmp_path / "o.jsonl"
+    fill = {"out": str(out), "input": str(texts)}
+    before = texts.read_bytes()
+    argv = ["run", "--input", str(texts), "--output", str(out), *(a.format(**fill) for a in extra)]
+    assert main(argv) == 2
+    assert message.format(**fill) in capsys.readouterr().err
+    assert texts.read_bytes() == before and not out.exists()
+
+
+def test_check_report_naming_the_input_or_a_bad_suffix_is_refused(texts, tmp_path, capsys):
+    before = texts.read_bytes()
+    assert main(["check", "--input", str(texts), "--report", str(texts)]) == 2
+    assert "--report: " in capsys.readouterr().err  # .txt is not a report suffix: refused before anything
+    link = tmp_path / "in.json"
+    os.symlink(texts, link)
+    assert main(["check", "--input", str(texts), "--report", str(link)]) == 2
+    assert f"--report {link} is the input file" in capsys.readouterr().err
+    assert texts.read_bytes() == before

@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from .. import backends, environment
+from ..atomic import same_file
 from ..backends.base import Built, first_line
 from ..inputs import Inputs
 from ..settings import DTYPES, UsageError
@@ -333,6 +334,8 @@ class Predictor:
     ) -> Summary:
         """Stream the rows of ``input`` to ``output`` (JSONL, or .npy for embeddings). Raises UsageError for
         bad arguments and RowError for a bad row with on_error="fail" (then no output file is left)."""
+        if str(input) != "-" and str(output) != "-" and same_file(output, input):
+            raise UsageError(f"--output {output} is the input file {input}; write the output to another file")
         source = rows.read_file(input, self.loaded.task, input_format)
         writer = writers.open_writer(output, self.loaded.task)
         total = None

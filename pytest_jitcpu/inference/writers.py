@@ -1,6 +1,7 @@
 """Output files, written as rows arrive: JSON Lines (one object per input row, in input order) or ``.npy``
 (embeddings, row i = input row i). Both go to a temporary file renamed into place only when the run
-succeeds, so a failed run never leaves a partial file that looks complete.
+succeeds (:mod:`pytest_jitcpu.atomic`), so a failed or killed run never leaves a partial file that
+looks complete, and an existing file of that name stays as it was until the new one is whole.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from typing import Any, BinaryIO, TextIO
 import numpy as np
 
 from .. import nested
+from ..atomic import AtomicFile
 from ..settings import UsageError
 
 
@@ -27,14 +29,12 @@ class JsonlWriter:
     def __init__(self, path: str | Path) -> None:
         self.path = str(path)
         self.count = 0
+        self._file: AtomicFile | None = None
         if self.path == "-":
-            self._tmp: Path | None = None
             self._handle: TextIO = sys.stdout
         else:
-            target = Path(path)
-            target.parent.mkdir(parents=True, exist_ok=True)
-            self._tmp = target.with_name(f".{target.name}.{os.getpid()}.part")
-            self._handle = open(self._tmp, "w", encoding="utf-8")  # closed in close()/abort()
+            self._file = AtomicFile(path, "w", encoding="utf-8")
+            self._handle = self._file.handle  # type: ignore[assignment]
 
     def write(self, obj: dict[str, Any]) -> None:
         clean = {k: _jsonable(v) for k, v in obj.items()}
@@ -42,18 +42,16 @@ class JsonlWriter:
         self.count += 1
 
     def close(self) -> None:
-        if self._tmp is None:
+        if self._file is None:
             self._handle.flush()
-            return
-        self._handle.close()
-        os.replace(self._tmp, self.path)
+        else:
+            self._file.commit()
 
     def abort(self) -> None:
-        if self._tmp is None:
+        if self._file is None:
             self._handle.flush()
-            return
-        self._handle.close()
-        self._tmp.unlink(missing_ok=True)
+        else:
+            self._file.discard()
 
 
 class NpyWriter:
@@ -92,15 +90,20 @@ class NpyWriter:
     def close(self) -> None:
         self._raw.close()
         dim = self.dim or 0
-        tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.part")
-        with open(tmp, "wb") as out:
-            header = {"descr": np.lib.format.dtype_to_descr(np.dtype(np.float32)), "fortran_order": False}
-            header["shape"] = (self.count, dim)
-            np.lib.format.write_array_header_1_0(out, header)
-            with open(self._raw_path, "rb") as raw:
-                shutil.copyfileobj(raw, out, 1 << 20)
-        self._raw_path.unlink(missing_ok=True)
-        os.replace(tmp, self.path)
+        try:
+            out = AtomicFile(self.path, "wb")
+            try:
+                header = {"descr": np.lib.format.dtype_to_descr(np.dtype(np.float32)), "fortran_order": False}
+                header["shape"] = (self.count, dim)
+                np.lib.format.write_array_header_1_0(out.handle, header)
+                with open(self._raw_path, "rb") as raw:
+                    shutil.copyfileobj(raw, out.handle, 1 << 20)
+            except BaseException:
+                out.discard()
+                raise
+            out.commit()
+        finally:
+            self._raw_path.unlink(missing_ok=True)
 
     def abort(self) -> None:
         self._raw.close()
