@@ -11,7 +11,7 @@ from typing import Any
 
 import torch
 
-from . import backends, generalize, serialize
+from . import backends, generalize, serialize, state
 from .backends.base import Built, Fallback, Unavailable, first_line, timed_runs
 from .backends.table import ROUND_TRIP_MODES
 from .compare import Tolerance, compare
@@ -75,10 +75,11 @@ def check(
     batch = normalize(inputs)
     label = name or _model_name(model)
     notes: list[str] = []
+    # state.kept: every mode starts from the model as given, and the model is left as found;
     # generalize.searches: one input search per check, shared by its modes and dtypes;
     # serialize.batched: every round trip of this check runs in one subprocess, at the end.
-    with eval_mode(model, notes), generalize.searches(), serialize.batched():
-        records = _check(model, batch, settings, nodeid, label, notes, generate, on_built)
+    with eval_mode(model, notes), state.kept(model) as snapshot, generalize.searches(), serialize.batched():
+        records = _check(model, batch, settings, nodeid, label, notes, generate, on_built, snapshot)
     return CheckResult(model=label, records=records[0], reference=records[1])
 
 
@@ -95,10 +96,12 @@ def _check(
     notes: list[str],
     generate: Any,
     on_built: Callable[[Built], None] | None,
+    snapshot: state.Snapshot,
 ) -> tuple[list[Record], Any]:
     records: list[Record] = []
     eager = backends.build("eager", model, batch, "fp32")
     reference, error, eager_fields = _reference(eager, batch)
+    snapshot.restore()
     if error is not None:
         for dtype in settings.dtypes:
             for mode in settings.modes:
@@ -117,6 +120,11 @@ def _check(
                     model, batch, mode, dtype, reference, tolerance, settings, nodeid, label, notes, generate, on_built
                 )
             )
+            snapshot.restore()  # the next mode traces the model as given, not as this one left it
+    changed = snapshot.note()
+    if changed:
+        for rec in records:
+            rec.notes.append(changed)
     return records, reference
 
 

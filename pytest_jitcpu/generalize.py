@@ -37,7 +37,7 @@ import torch
 from hypothesis import HealthCheck, Phase, Verbosity
 from hypothesis.errors import HypothesisException, Unsatisfiable
 
-from . import strategies
+from . import state, strategies
 from .backends.base import Built, captured_warnings, first_line, precision
 from .backends.table import SEARCHED_MODES, backend
 from .compare import Comparison, Tolerance, compare, leaves
@@ -95,7 +95,9 @@ class Search:
         if key in self.eager:
             return self.eager[key]
         try:
-            with torch.no_grad(), captured_warnings([], keep=lambda w: False):
+            # as_given: a model that changes itself on one input (Swin's window) or while traced must
+            # not be judged on the next input as it left itself
+            with torch.no_grad(), captured_warnings([], keep=lambda w: False), state.as_given(self.model):
                 out = inputs.clone().call(self.model)
         except Exception:  # noqa: BLE001
             out = _REJECT
@@ -184,7 +186,12 @@ class _Evaluator:
 
     def _eager_within_tolerance(self, inputs: Inputs, reference: Any) -> bool:
         try:
-            with torch.no_grad(), precision(self.built.dtype), captured_warnings([], keep=lambda w: False):
+            with (
+                torch.no_grad(),
+                precision(self.built.dtype),
+                captured_warnings([], keep=lambda w: False),
+                state.as_given(self.search.model),
+            ):
                 low = inputs.clone().call(self.search.model)
         except Exception:  # noqa: BLE001
             return False

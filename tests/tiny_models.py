@@ -188,6 +188,26 @@ class WithDropout(nn.Module):
         return self.drop(self.lin(x))
 
 
+class ShrinksItself(nn.Module):
+    """Like Swin's ``set_shift_and_window_size``: clamps ``self.window`` to the batch for good, counts its
+    calls in a buffer and remembers the batch sizes it saw; the output's width is the window."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.lin = nn.Linear(4, 4)
+        self.window = 4
+        self.seen: list[int] = []
+        self.register_buffer("calls", torch.zeros((), dtype=torch.long))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.calls += 1
+        self.seen.append(int(x.shape[0]))
+        if x.shape[0] < self.window:
+            self.window = int(x.shape[0])
+        return self.lin(x)[:, : self.window]
+
+
 class FailsEager(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         raise ValueError("this model cannot run")
@@ -271,3 +291,45 @@ def tiny_wav2vec2() -> tuple[nn.Module, dict[str, torch.Tensor]]:
     )
     audio = torch.randn(2, 400, generator=torch.Generator().manual_seed(0))
     return Wav2Vec2Model(config).eval(), {"input_values": audio}
+
+
+# --- models that change their own Python state inside forward() (issue 9) ---------------------------
+
+
+def tiny_bigbird() -> tuple[nn.Module, dict[str, torch.Tensor]]:
+    """block_sparse attention on a sequence too short for it: forward() switches the model to
+    ``original_full`` for good (and swaps its attention submodules)."""
+    from transformers import BigBirdConfig, BigBirdModel
+
+    torch.manual_seed(0)
+    config = BigBirdConfig(vocab_size=VOCAB, attention_type="block_sparse", block_size=2, num_random_blocks=2, **SMALL)
+    return BigBirdModel(config).eval(), text_batch()
+
+
+def tiny_swin() -> tuple[nn.Module, dict[str, torch.Tensor]]:
+    """Swin clamps ``window_size``/``shift_size`` to small inputs inside forward()."""
+    from transformers import SwinConfig, SwinModel
+
+    torch.manual_seed(0)
+    config = SwinConfig(
+        image_size=16, patch_size=2, num_channels=3, embed_dim=16, depths=[1, 1], num_heads=[2, 2], window_size=2
+    )
+    pixels = torch.randn(2, 3, 16, 16, generator=torch.Generator().manual_seed(0))
+    return SwinModel(config).eval(), {"pixel_values": pixels}
+
+
+def tiny_clvp() -> tuple[nn.Module, dict[str, torch.Tensor]]:
+    """ClvpEncoder's rotary embedding caches the last sequence length and its table (head dim >= 32)."""
+    from transformers import ClvpEncoder, ClvpEncoderConfig
+
+    torch.manual_seed(0)
+    config = ClvpEncoderConfig(
+        vocab_size=VOCAB,
+        hidden_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=37,
+        projection_dim=16,
+    )
+    ids = torch.randint(1, VOCAB, (3, 10), generator=torch.Generator().manual_seed(0))
+    return ClvpEncoder(config).eval(), {"input_ids": ids}
