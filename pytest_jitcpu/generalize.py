@@ -173,7 +173,7 @@ class _Evaluator:
             with captured_warnings([], keep=lambda w: False):
                 out = self.built.run(inputs.clone())
         except Exception as exc:  # noqa: BLE001
-            what = "exported program" if self.built.mode == "export" else "traced module"
+            what = backend(self.built.mode).program
             return Divergence(inputs, f"{what} failed on a generated input that eager accepts: {_error(exc)}")
         dtype_change = self.built.dtype != "fp32"
         result = compare(reference, out, self.tolerance, allow_float_dtype_change=dtype_change)

@@ -73,3 +73,8 @@ def _key(entry: Any) -> Any:
         if hasattr(entry, attr):
             return getattr(entry, attr)
     return str(entry)
+
+
+def unflatten(leaves: list[Any], spec: pytree.TreeSpec) -> Any:
+    """The structure ``spec`` describes (from :func:`flatten` or an exported program), around ``leaves``."""
+    return pytree.tree_unflatten(leaves, spec)

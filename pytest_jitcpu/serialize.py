@@ -11,12 +11,18 @@ and still not survive a round trip, and the report says so separately.
 A subprocess costs the child's ``import torch`` (2-3 s), so one child serves the whole session (one per
 xdist worker), and every round trip of one ``check`` call goes to it in one batch: the engine wraps a
 check in :func:`batched`, and :func:`check` only queues the work.
+
+A program that runs without torch (``onnx``, ``openvino``: :class:`~.backends.base.Portable`) is saved
+by its backend (``.onnx``, OpenVINO IR) with its inputs as ``.npz``, and run by its own runtime in a fresh
+Python (:mod:`pytest_jitcpu.portable_child`, run as a file) that refuses to import torch and transformers;
+its outputs come back as ``.npz`` and are compared the same way. One such child per ``check`` call.
 """
 
 from __future__ import annotations
 
 import atexit
 import contextlib
+import json
 import os
 import subprocess
 import sys
@@ -28,6 +34,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from .backends.base import Built, captured_warnings, first_line
@@ -101,11 +108,21 @@ class _Job:
     tolerance: Tolerance
 
 
+@dataclass
+class _PortableJob:
+    rec: Record
+    built: Built
+    expected: Any
+    tolerance: Tolerance
+    spec: dict[str, Any]  # what the child reads: runtime, file, inputs, options
+
+
 class _Batch:
     """Round trips queued during one ``check`` call; run together in one subprocess."""
 
     def __init__(self) -> None:
         self.jobs: list[_Job] = []
+        self.portable: list[_PortableJob] = []
         self._dir: tempfile.TemporaryDirectory[str] | None = None
 
     @property
@@ -118,9 +135,12 @@ class _Batch:
         try:
             if self.jobs:
                 run_jobs(self.jobs, self.folder)
+            if self.portable:
+                run_portable(self.portable, self.folder)
         except Exception as exc:  # noqa: BLE001 - a bug here must not fail the check it reports on
-            for job in self.jobs:
-                job.rec.serializable, job.rec.serializable_reason = None, f"not checked: {first_line(exc)}"
+            for job in [*self.jobs, *self.portable]:
+                if job.rec.serializable is None and job.rec.serializable_reason is None:
+                    job.rec.serializable, job.rec.serializable_reason = None, f"not checked: {first_line(exc)}"
         finally:
             if self._dir is not None:
                 self._dir.cleanup()
@@ -161,7 +181,7 @@ def _call_arguments(built: Built, batch: Inputs, model: Any) -> tuple[tuple[Any,
 
 def check(batch: Inputs, built: Built, rec: Record, tolerance: Tolerance, model: Any = None) -> None:
     """Round-trip ``built.module`` (queued while a :func:`batched` block is open, else run now)."""
-    if not isinstance(built.module, torch.jit.ScriptModule):
+    if built.portable is None and not isinstance(built.module, torch.jit.ScriptModule):
         rec.serializable, rec.serializable_reason = None, "not a TorchScript module: no torch.jit.save round trip"
         return
     current = _BATCH.get()
@@ -169,7 +189,10 @@ def check(batch: Inputs, built: Built, rec: Record, tolerance: Tolerance, model:
         if current is None:
             current = _Batch()
             stack.callback(current.run)
-        _queue(current, batch, built, rec, tolerance, model)
+        if built.portable is not None:
+            _queue_portable(current, batch, built, rec, tolerance)
+        else:
+            _queue(current, batch, built, rec, tolerance, model)
 
 
 def _queue(queue: _Batch, batch: Inputs, built: Built, rec: Record, tolerance: Tolerance, model: Any) -> None:
@@ -323,3 +346,94 @@ def _judge(job: _Job, result: dict[str, Any]) -> None:
     rec.serializable = False
     detail = same.reason or f"max abs diff {same.max_abs_diff:.3g}"
     rec.serializable_reason = f"the loaded module's output differs from the in-process one: {detail}"
+
+
+CHILD_PATH = Path(__file__).with_name("portable_child.py")
+WITHOUT = "in a fresh Python that cannot import torch or transformers"
+
+
+def _queue_portable(queue: _Batch, batch: Inputs, built: Built, rec: Record, tolerance: Tolerance) -> None:
+    """Save the program and its inputs for the torch-free child; keep the in-process outputs to compare."""
+    portable = built.portable
+    assert portable is not None
+    folder = queue.folder / f"portable{len(queue.portable)}"
+    folder.mkdir()
+    try:
+        with captured_warnings([], keep=lambda w: False):
+            path = portable.save(folder)
+    except Exception as exc:  # noqa: BLE001
+        rec.serializable, rec.serializable_reason = False, f"saving the {rec.mode} program failed: {_short(exc)}"
+        return
+    try:
+        feed = portable.feed(batch.clone())
+        expected = built.run(batch.clone())
+    except Exception as exc:  # noqa: BLE001
+        rec.serializable, rec.serializable_reason = (
+            None,
+            f"not checked: the program failed in-process: {first_line(exc)}",
+        )
+        return
+    np.savez(folder / "inputs.npz", **{f"in{i}": array for i, (_, array) in enumerate(feed)})
+    spec = {
+        "runtime": portable.runtime,
+        "path": str(path),
+        "names": [name for name, _ in feed],
+        "inputs": str(folder / "inputs.npz"),
+        "outputs": str(folder / "outputs.npz"),
+        "options": portable.options,
+        "runs": RUNS,
+    }
+    queue.portable.append(_PortableJob(rec, built, expected, tolerance, spec))
+
+
+def run_portable(jobs: list[_PortableJob], folder: Path) -> None:
+    """Run every saved program in one fresh Python that refuses torch and transformers; fill the records."""
+    jobs_path, results_path = folder / "portable-jobs.json", folder / "portable-results.json"
+    jobs_path.write_text(json.dumps([j.spec for j in jobs]), encoding="utf-8")
+    failure = None
+    try:
+        proc = subprocess.run(
+            [sys.executable, str(CHILD_PATH), str(jobs_path), str(results_path)],
+            cwd=folder,
+            capture_output=True,
+            text=True,
+            timeout=TIMEOUT_S,
+            check=False,
+        )
+        if proc.returncode != 0 or not results_path.exists():
+            tail = [line for line in proc.stderr.strip().splitlines() if line.strip()]
+            last = tail[-1].strip()[:300] if tail else "no output"
+            failure = f"the subprocess that runs the saved program exited with {proc.returncode}: {last}"
+    except subprocess.TimeoutExpired:
+        failure = f"the subprocess that runs the saved program did not finish within {TIMEOUT_S} s"
+    except OSError as exc:
+        failure = f"could not start a subprocess: {first_line(exc)}"
+    if failure is None:
+        data = json.loads(results_path.read_text(encoding="utf-8"))
+        if data["loaded"] or not data["torch_refused"]:
+            loaded = ", ".join(data["loaded"]) or "torch"
+            failure = f"the subprocess imported {loaded} although it was blocked"
+    for job, result in zip(jobs, data["results"] if failure is None else [None] * len(jobs), strict=True):
+        if result is None:
+            job.rec.serializable, job.rec.serializable_reason = False, failure
+        else:
+            _judge_portable(job, result)
+
+
+def _judge_portable(job: _PortableJob, result: dict[str, Any]) -> None:
+    rec, runtime = job.rec, job.spec["runtime"]
+    if not result["ok"]:
+        rec.serializable = False
+        rec.serializable_reason = f"{runtime} load and run {WITHOUT} failed: {result['error']}"
+        return
+    portable = job.built.portable
+    assert portable is not None
+    with np.load(job.spec["outputs"], allow_pickle=False) as data:
+        got = portable.outputs([data[f"out{i}"] for i in range(result["count"])])
+    same = compare(job.expected, got, job.tolerance)
+    if same.ok:
+        rec.serializable, rec.serializable_reason = True, None
+        return
+    rec.serializable = False
+    detail = same.reason or f"max abs diff {same.max_abs_diff:.3g}"
+    rec.serializable_reason = f"the {runtime} output {WITHOUT} differs from the in-process one: {detail}"

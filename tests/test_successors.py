@@ -145,11 +145,11 @@ def test_export_bf16_runs_under_autocast() -> None:
         ({"a": torch.zeros(2, 4), "b": torch.zeros(3, 4)}, {}),  # no shared batch size
         (
             {"a": torch.zeros(2, 6, dtype=torch.long), "b": torch.zeros(2, 7, dtype=torch.long)},
-            {"a": {0: "batch"}, "b": {0: "batch"}},
+            {"a": {0: "batch", 1: "seq"}, "b": {0: "batch", 1: "seq of b"}},
         ),
         ({"x": torch.zeros(2, 4), "flag": True, "none": None}, {"x": {0: "batch"}}),
     ],
-    ids=["ids-mask", "pixels", "tuple", "size-one", "no-shared-batch", "no-shared-seq", "non-tensors"],
+    ids=["ids-mask", "pixels", "tuple", "size-one", "no-shared-batch", "two-seq-lengths", "non-tensors"],
 )
 def test_dynamic_dims(inputs: Any, expected: dict[Any, dict[int, str]]) -> None:
     assert export.dynamic_dims(normalize(inputs)) == expected

@@ -19,6 +19,7 @@ import warnings
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -55,6 +56,24 @@ class Built:
     build_ms: float | None = None
     # Called after the warm-up runs (IPEX fusions only show in the optimized graph after 2-3 runs).
     probe_fused_ops: Callable[[], list[str]] | None = None
+    # A program that runs without torch (ONNX, OpenVINO IR): what the round trip saves and reloads.
+    portable: Portable | None = None
+
+
+@dataclass
+class Portable:
+    """How a built program is saved and run by its runtime in a process that has no torch.
+
+    ``save(folder)`` writes it and returns the file the runtime loads; ``feed(batch)`` gives the runtime's
+    inputs, (name, array) in the order of the program's inputs; ``outputs(arrays)`` puts the runtime's
+    outputs back into eager's structure (the same function the in-process run uses, so both compare alike).
+    """
+
+    runtime: str  # "onnxruntime" or "openvino": what the child process imports
+    save: Callable[[Path], Path]
+    feed: Callable[[Inputs], list[tuple[str, Any]]]
+    outputs: Callable[[list[Any]], Any]
+    options: dict[str, Any] = field(default_factory=dict)  # how the runtime loads it (threads, precision)
 
 
 def _collapse_tensors(text: str) -> str:
@@ -171,7 +190,15 @@ def from_user_code(w: warnings.WarningMessage) -> bool:
 
 # Loggers that print whole graphs or symbolic-shape chatter while export/compile fail or specialize;
 # the reason goes into the record instead.
-_NOISY_LOGGERS = ("torch._dynamo", "torch._export", "torch.export", "torch.fx", "torch._inductor", "torch._functorch")
+_NOISY_LOGGERS = (
+    "torch._dynamo",
+    "torch._export",
+    "torch.export",
+    "torch.fx",
+    "torch._inductor",
+    "torch._functorch",
+    "torch.onnx",
+)
 
 
 @contextlib.contextmanager

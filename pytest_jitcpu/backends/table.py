@@ -24,7 +24,8 @@ class Backend:
     cli_names: tuple[str, ...]  # names `jitcpu run --mode` accepts; the first is how it is shown
     default: bool = False  # in the default --jitcpu-modes
     # The round trip that proves the built program runs without the model's Python code: "torchscript"
-    # (torch.jit.save/load), or None (nothing to save).
+    # (torch.jit.save/load in a process without transformers), "onnx"/"openvino" (the saved file run by its
+    # runtime in a process that can import neither torch nor transformers), or None (nothing to save).
     round_trip: str | None = None
     searched: bool = False  # the divergence search runs on it (it can bake a branch or a shape in)
     not_searched: str | None = None  # why not, when that is worth a note on the record
@@ -36,6 +37,7 @@ class Backend:
     cpu: str | None = None  # what it needs of the CPU, when anything
     extra: str | None = None  # the pytest-jitcpu extra that installs the package
     install: str | None = None  # how to install it, for an `unavailable` reason
+    program: str = "traced module"  # what the built program is called in a reason ("... failed on ...")
 
     @property
     def display(self) -> str:
@@ -103,6 +105,7 @@ BACKENDS: tuple[Backend, ...] = (
         "`torch.export.export` with dynamic batch/sequence dims",
         cli_names=("export",),
         searched=True,
+        program="exported program",
         # its module runs the same ATen kernels as eager through an FX graph: measured 0.96-0.99x eager
         not_in_auto="runs the same kernels as eager, no speed to gain",
     ),
@@ -115,6 +118,39 @@ BACKENDS: tuple[Backend, ...] = (
         not_searched="torch.compile guards and recompiles on other inputs",
         # inductor: 1.17x eager on MiniLM, but 1-2 minutes of compiling, again for each new batch size
         not_in_auto="compiles for minutes, and again per new batch size",
+    ),
+    Backend(
+        "onnx",
+        "onnx",
+        "build",
+        "`torch.onnx.export(dynamo=True)` with dynamic batch/sequence dims, run in ONNX Runtime's CPU provider "
+        "(fp32; bf16 is `unavailable`: no bf16 Gemm in ONNX Runtime's CPU provider)",
+        cli_names=("onnx",),
+        round_trip="onnx",
+        searched=True,
+        package="onnxruntime",
+        import_name="onnxruntime",
+        version_key="onnxruntime",
+        extra="onnx",
+        install="pip install 'pytest-jitcpu[onnx]'",
+        program="ONNX model",
+    ),
+    Backend(
+        "openvino",
+        "openvino",
+        "build",
+        '`openvino.convert_model(model, example_input=inputs)` compiled for `"CPU"` with every input dim dynamic, '
+        '`INFERENCE_PRECISION_HINT` `"f32"` (bf16 only on a CPU with native BF16)',
+        cli_names=("openvino",),
+        round_trip="openvino",
+        searched=True,
+        package="openvino",
+        import_name="openvino",
+        version_key="openvino",
+        cpu="bf16: native BF16 (avx512_bf16 or AMX)",
+        extra="openvino",
+        install="pip install 'pytest-jitcpu[openvino]'",
+        program="OpenVINO model",
     ),
 )
 

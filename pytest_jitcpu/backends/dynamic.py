@@ -1,0 +1,157 @@
+"""Dynamic batch/sequence dims for ``torch.export``, shared by the backends that export (``export``,
+``onnx``): which dims to make dynamic, the export itself with a static retry, and the note saying what
+stayed dynamic and what was specialized. Not a backend: it has no row in the table.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+from collections.abc import Callable
+from typing import Any
+
+import torch
+
+from .. import nested
+from ..inputs import Inputs
+from .base import reason
+
+
+def _tensors(inputs: Inputs) -> list[tuple[Any, torch.Tensor]]:
+    """(key, tensor) for the top-level tensor inputs: key is the kwarg name or the positional index."""
+    if inputs.kwargs is not None:
+        return [(k, v) for k, v in inputs.kwargs.items() if isinstance(v, torch.Tensor)]
+    return [(i, v) for i, v in enumerate(inputs.args) if isinstance(v, torch.Tensor)]
+
+
+def dynamic_dims(inputs: Inputs) -> dict[Any, dict[int, str]]:
+    """Which dims to export as dynamic: axis 0 ("batch") when every tensor input shares its size, and
+    axis 1 ("seq") of the integer tensors (ids, masks), one name per length. Only sizes > 1: torch.export
+    specializes sizes 0 and 1. Returns {input key: {axis: name}}; keys without dynamic dims are left out."""
+    tensors = [(k, t) for k, t in _tensors(inputs) if t.dim() >= 1]
+    dims: dict[Any, dict[int, str]] = {}
+    batch_sizes = {t.shape[0] for _, t in tensors}
+    if len(batch_sizes) == 1 and next(iter(batch_sizes)) > 1:
+        for key, _ in tensors:
+            dims.setdefault(key, {})[0] = "batch"
+    ids = [(k, t) for k, t in tensors if t.dim() >= 2 and not t.is_floating_point() and not t.is_complex()]
+    # One name per length: ids and mask share "seq"; an encoder-decoder's decoder_input_ids of another
+    # length gets its own ("seq of decoder_input_ids"). Dim.AUTO lets export relate or specialize them.
+    names: dict[int, str] = {}
+    for key, t in ids:
+        if t.shape[1] > 1:
+            name = names.setdefault(int(t.shape[1]), "seq" if not names else f"seq of {key}")
+            dims.setdefault(key, {})[1] = name
+    return dims
+
+
+def _shapes_arg(inputs: Inputs, dims: dict[Any, dict[int, str]]) -> Any:
+    """dynamic_shapes in the structure torch.export wants (a dict for kwargs, a tuple for args), with
+    Dim.AUTO: export keeps a dim dynamic where the model allows it and specializes it where it must
+    (e.g. a fixed image size) instead of failing; its range (e.g. seq <= 512) comes from the model."""
+    from torch.export import Dim
+
+    def spec(key: Any) -> Any:
+        return {axis: Dim.AUTO for axis in dims[key]} if key in dims else None
+
+    if inputs.kwargs is not None:
+        return {k: spec(k) for k in inputs.kwargs}
+    return tuple(spec(i) for i in range(len(inputs.args)))
+
+
+def _is_constraint_violation(exc: BaseException) -> bool:
+    text = str(exc)
+    return "Constraints violated" in text or "ConstraintViolation" in type(exc).__name__
+
+
+def _export(model: torch.nn.Module, inputs: Inputs, dynamic_shapes: Any) -> Any:
+    from torch.export import export
+
+    args = inputs.args if inputs.args is not None else ()
+    kwargs = inputs.kwargs if inputs.kwargs is not None else {}
+    # On failure torch.export prints the partial graph to sys.stderr; the reason goes into the record.
+    with contextlib.redirect_stderr(io.StringIO()):
+        return export(model, args=tuple(args), kwargs=dict(kwargs), dynamic_shapes=dynamic_shapes)
+
+
+def export_program(model: torch.nn.Module, inputs: Inputs, notes: list[str], label: str = "export") -> Any:
+    """torch.export with dynamic batch/sequence; on a constraint violation export static and say so in
+    ``notes`` (each note starts with ``label``, the mode that exported)."""
+    dims = dynamic_dims(inputs)
+    if not dims:
+        notes.append(f"{label}: no batch/sequence dim of size > 1 shared by the inputs; exported with static shapes")
+        return _export(model, inputs, None)
+    try:
+        exported = _export(model, inputs, _shapes_arg(inputs, dims))
+    except Exception as exc:  # noqa: BLE001 - retried static; a model that cannot export at all fails there
+        # A constraint violation, or a spec torch rejects for an unusual forward() (e.g. **kwargs): a static
+        # export may still work. If it fails too, its error is the model's real problem.
+        exported = _export(model, inputs, None)
+        what = "violated a constraint" if _is_constraint_violation(exc) else "failed"
+        notes.append(f"{label}: with dynamic {_names(dims)} it {what}, exported with static shapes: {reason(exc)}")
+        return exported
+    notes.append(_dynamism(exported, inputs, dims, label))
+    return exported
+
+
+def _names(dims: dict[Any, dict[int, str]]) -> str:
+    return ", ".join(dict.fromkeys(name for axes in dims.values() for name in axes.values()))
+
+
+def _dynamism(exported: Any, inputs: Inputs, dims: dict[Any, dict[int, str]], label: str) -> str:
+    """Which of the requested dims export kept dynamic (with their range) and which it specialized."""
+    shapes: dict[Any, Any] = {}
+    try:
+        user = list(exported.graph_signature.user_inputs)
+        vals = {n.name: n.meta.get("val") for n in exported.graph.nodes if n.op == "placeholder"}
+        tensor_keys = [k for k, _ in _tensors(inputs)]
+        for i, name in enumerate(user):
+            key = name if inputs.kwargs is not None else (tensor_keys[i] if i < len(tensor_keys) else None)
+            if key in dims and getattr(vals.get(name), "shape", None) is not None:
+                shapes[key] = vals[name].shape
+    except (AttributeError, KeyError, TypeError):
+        return f"{label}: dynamic {_names(dims)} requested"
+    dynamic: dict[str, str] = {}
+    static: dict[str, int] = {}
+    for key, axes in dims.items():
+        if key not in shapes:
+            continue
+        for axis, name in axes.items():
+            size = shapes[key][axis]
+            # A SymInt whose expression is a number was specialized (e.g. by a guard size == 2).
+            if isinstance(size, torch.SymInt) and not getattr(size.node.expr, "is_number", False):
+                dynamic.setdefault(name, _range(exported, size))
+            else:
+                static.setdefault(name, int(size.node.expr) if isinstance(size, torch.SymInt) else int(size))
+    parts = ["dynamic " + ", ".join(f"{name}{rng}" for name, rng in dynamic.items())] if dynamic else []
+    parts += [f"{name} specialized to {size}" for name, size in static.items() if name not in dynamic]
+    return f"{label}: " + "; ".join(parts) if parts else f"{label}: static shapes"
+
+
+def _range(exported: Any, size: torch.SymInt) -> str:
+    try:
+        rng = exported.range_constraints[size.node.expr]
+        upper = int(rng.upper) if rng.upper.is_finite else None
+    except (AttributeError, KeyError, TypeError, ValueError):
+        return ""
+    return f" (<= {upper})" if upper is not None else ""
+
+
+def input_names(exported: Any) -> Callable[[Inputs], dict[str, Any]]:
+    """A function from a batch to {the exported program's input name: value}: the batch's (args, kwargs)
+    flattened the way torch.export flattened the example (kwargs in the example's order), so a runtime that
+    names its inputs after the program's placeholders (ONNX) gets each value under its own name."""
+    names = list(exported.graph_signature.user_inputs)
+    spec = exported.call_spec.in_spec
+    kwarg_keys = list(spec.children()[1].context) if spec.num_children == 2 else []
+
+    def named(batch: Inputs) -> dict[str, Any]:
+        args = tuple(batch.args) if batch.args is not None else ()
+        given = batch.kwargs if batch.kwargs is not None else {}
+        kwargs = {k: given[k] for k in kwarg_keys if k in given}
+        leaves, got = nested.flatten((args, kwargs))
+        if got != spec:
+            raise ValueError(f"the inputs ({batch.describe()}) are not structured like the exported example")
+        return dict(zip(names, leaves, strict=True))
+
+    return named

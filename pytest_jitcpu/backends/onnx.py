@@ -1,0 +1,201 @@
+"""``onnx``: ``torch.export`` with dynamic batch/sequence dims, converted by ``torch.onnx.export(...,
+dynamo=True)`` and run in ONNX Runtime's CPU provider with the check's thread count.
+
+The only module that imports ONNX Runtime and the ONNX exporter's packages (onnx, onnxscript). A model
+the exporter cannot capture or convert is a ``fallback`` with the exporter's real reason (the innermost
+``__cause__``; the outer errors only say which of the exporter's three steps failed). The runtime gets
+numpy arrays named after the exported program's inputs; its outputs are put back into eager's structure
+with the exported program's output spec. The saved ``.onnx`` file is what the round trip loads in a
+process without torch.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import importlib
+import io
+import os
+import re
+import sys
+import sysconfig
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .. import nested
+from ..inputs import Inputs
+from .base import (
+    Built,
+    Fallback,
+    Portable,
+    Unavailable,
+    captured_warnings,
+    first_line,
+    precision,
+    quiet_torch_logs,
+    reason,
+)
+from .dynamic import export_program, input_names
+from .table import backend
+
+# What torch.onnx.export(dynamo=True) and the runtime need, by import name.
+PACKAGES = ("onnxruntime", "onnx", "onnxscript")
+
+
+def unavailable_reason() -> str | None:
+    """Why the onnx mode cannot run here (a package missing or broken), or None when it can."""
+    for name in PACKAGES:
+        try:
+            with captured_warnings([], keep=lambda w: False):
+                importlib.import_module(name)
+        except ImportError:
+            return f"{name} is not installed ({backend('onnx').install})"
+        except Exception as exc:  # noqa: BLE001 - a broken install is a reason, not a crash
+            return f"{name} failed to import: {first_line(exc)}"
+    return None
+
+
+def _exporter_dirs() -> tuple[str, ...]:
+    """Where the exporter's own code lives (torch, onnx, onnxscript, onnx_ir, the standard library)."""
+    dirs = [sysconfig.get_paths()["stdlib"]]
+    for name in ("torch", "onnx", "onnxscript", "onnx_ir", "onnxruntime"):
+        module = sys.modules.get(name)
+        if module is not None and getattr(module, "__file__", None):
+            dirs.append(os.path.dirname(module.__file__))
+    return tuple(d.rstrip(os.sep) + os.sep for d in dirs)
+
+
+def _from_model_code(dirs: tuple[str, ...]) -> Callable[[warnings.WarningMessage], bool]:
+    """Keep the warnings raised from the model's code (transformers' too), not the exporter's chatter."""
+    return lambda w: not str(w.filename).startswith(dirs)
+
+
+def session_options(threads: int) -> Any:
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    options.log_severity_level = 3  # errors only: its warnings are about the graph, the record says enough
+    return options
+
+
+def _session(model: bytes | str, threads: int) -> Any:
+    import onnxruntime as ort
+
+    return ort.InferenceSession(model, session_options(threads), providers=["CPUExecutionProvider"])
+
+
+@functools.lru_cache(maxsize=1)
+def bf16_unsupported() -> str | None:
+    """Why ONNX Runtime's CPU provider cannot run a bf16 model, found by trying one bf16 Linear (ORT 1.32
+    has no bf16 Gemm on CPU); None once a release can. Cached: the answer is the installed runtime's."""
+    probe = torch.nn.Linear(4, 4).to(torch.bfloat16)
+    example = torch.zeros(2, 4, dtype=torch.bfloat16)
+    try:
+        with captured_warnings([], keep=lambda w: False), quiet_torch_logs(), _quiet_output():
+            program = torch.onnx.export(probe, (example,), dynamo=True, verbose=False)
+        _session(program.model_proto.SerializeToString(), 1)
+    except Exception as exc:  # noqa: BLE001 - the runtime's refusal is the reason
+        return f"ONNX Runtime's CPU provider cannot run bf16 models: {_runtime_error(exc)}; check onnx in fp32"
+    return None
+
+
+def _runtime_error(exc: BaseException) -> str:
+    # "[ONNXRuntimeError] : 9 : NOT_IMPLEMENTED : Could not find ..." -> "NOT_IMPLEMENTED: Could not find ..."
+    text = first_line(exc)
+    found = re.search(r"\[ONNXRuntimeError\] : \d+ : (\w+) : (.*)", text)
+    return f"{found.group(1)}: {found.group(2)}" if found else text
+
+
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+
+
+def exporter_reason(exc: BaseException) -> str:
+    """The exporter's real reason: its innermost ``__cause__`` (with the user's source line when the
+    message names it), and which step failed, from the outer error's first sentence."""
+    root = exc
+    while root.__cause__ is not None and root.__cause__ is not root:
+        root = root.__cause__
+    if root is exc:
+        return reason(exc)
+    outer = _ANSI.sub("", str(exc)).strip().split(".", 1)[0]
+    return f"{reason(root)} (torch.onnx.export: {outer})" if outer else reason(root)
+
+
+@contextlib.contextmanager
+def _quiet_output() -> Any:
+    # The exporter prints its progress and, on failure, whole graphs; the record gets the reason instead.
+    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+        yield
+
+
+def _array(value: Any) -> Any:
+    return value.detach().contiguous().numpy() if isinstance(value, torch.Tensor) else value
+
+
+def build(model: torch.nn.Module, inputs: Inputs, dtype: str) -> Built:
+    """Export (dynamic batch/sequence), convert to ONNX, load in ONNX Runtime's CPU provider."""
+    missing = unavailable_reason()
+    if missing is not None:
+        raise Unavailable(missing)
+    if dtype == "bf16":
+        refused = bf16_unsupported()
+        if refused is not None:
+            raise Unavailable(refused)
+    seen: list[str] = []
+    notes: list[str] = []
+    import onnxscript  # noqa: F401 - imported first so its folder is known to the warnings filter
+
+    try:
+        with (
+            torch.no_grad(),
+            precision(dtype),
+            captured_warnings(seen, _from_model_code(_exporter_dirs())),
+            quiet_torch_logs(),
+            _quiet_output(),
+        ):
+            exported = export_program(model, inputs.clone(), notes, "onnx")
+            program = torch.onnx.export(exported, dynamo=True, verbose=False, optimize=True)
+    except Exception as exc:  # noqa: BLE001 - any export failure is a fallback with the exporter's reason
+        raise Fallback(exporter_reason(exc), seen) from None
+    proto = program.model_proto
+    threads = torch.get_num_threads()
+    try:
+        session = _session(proto.SerializeToString(), threads)
+    except Exception as exc:  # noqa: BLE001
+        raise Fallback(f"ONNX Runtime cannot load the exported model: {_runtime_error(exc)}", seen) from None
+    given = [i.name for i in session.get_inputs()]
+    out_spec = exported.call_spec.out_spec
+    if out_spec.num_leaves != len(session.get_outputs()):
+        raise Fallback(
+            f"the ONNX model has {len(session.get_outputs())} outputs for the {out_spec.num_leaves} values "
+            "forward() returns (non-tensor outputs cannot be exported)",
+            seen,
+        )
+    named = input_names(exported)
+    unknown = [name for name in given if name not in named(inputs)]
+    if unknown:
+        raise Fallback(f"the ONNX model takes input {unknown[0]!r}, which the exported program does not name", seen)
+
+    def feed(batch: Inputs) -> list[tuple[str, Any]]:
+        values = named(batch)
+        return [(name, _array(values[name])) for name in given]
+
+    def outputs(arrays: list[Any]) -> Any:
+        return nested.unflatten([torch.from_numpy(a) for a in arrays], out_spec)
+
+    def run(batch: Inputs) -> Any:
+        return outputs(session.run(None, dict(feed(batch))))
+
+    def save(folder: Path) -> Path:
+        path = folder / "model.onnx"
+        program.save(str(path))
+        return path
+
+    portable = Portable("onnxruntime", save, feed, outputs, {"threads": threads})
+    return Built("onnx", dtype, run, module=program, warnings=seen, notes=notes, portable=portable)

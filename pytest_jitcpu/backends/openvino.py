@@ -1,0 +1,197 @@
+"""``openvino``: ``openvino.convert_model(model, example_input=...)`` compiled for ``CPU``.
+
+The only module that imports OpenVINO. Its PyTorch frontend traces the model with TorchScript (so, like
+``torch.jit.trace``, it can bake a branch or a ``.item()`` in: the divergence search runs on it, and its
+TracerWarnings go into the record). Every input dim is left dynamic (convert_model's default with an
+example input); the note names the dims the converted model still fixes.
+
+Precision is set explicitly: ``INFERENCE_PRECISION_HINT`` defaults to bf16 on CPUs with BF16 (Zen5,
+Sapphire Rapids), which would make "fp32" run in bf16. bf16 runs only where the CPU has native BF16
+(OpenVINO reports it and the CPU has avx512_bf16 or AMX); elsewhere OpenVINO emulates it (measured about
+35x slower than f32 on an Intel Xeon without BF16), so it is ``unavailable`` there. The saved IR (without
+fp16 weight compression) is what the round trip loads in a process without torch.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import re
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .. import environment, nested
+from ..inputs import Inputs, forward_parameters
+from .base import Built, Fallback, Portable, Unavailable, captured_warnings, first_line, quiet_torch_logs, reason
+from .table import backend
+
+HINTS = {"fp32": "f32", "bf16": "bf16"}  # INFERENCE_PRECISION_HINT per dtype
+NATIVE_BF16_FLAGS = ("avx512_bf16", "amx_bf16")
+
+
+def unavailable_reason() -> str | None:
+    """Why the openvino mode cannot run here (not installed or broken), or None when it can."""
+    try:
+        with captured_warnings([], keep=lambda w: False):
+            import openvino  # noqa: F401
+    except ImportError:
+        return f"openvino is not installed ({backend('openvino').install})"
+    except Exception as exc:  # noqa: BLE001 - a broken install is a reason, not a crash
+        return f"openvino failed to import: {first_line(exc)}"
+    return None
+
+
+def capabilities() -> list[str]:
+    import openvino as ov
+
+    return [str(c) for c in ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")]
+
+
+def bf16_unsupported() -> str | None:
+    """Why OpenVINO would not run bf16 natively on this CPU, or None when it would."""
+    flags = sorted(set(NATIVE_BF16_FLAGS) & environment.cpu_flags())
+    if "BF16" in capabilities() and flags:
+        return None
+    return (
+        f"this CPU ({environment.cpu_name()}) has no native BF16 (avx512_bf16 or AMX): OpenVINO would emulate "
+        "bf16, far slower than f32; check openvino in fp32"
+    )
+
+
+@contextlib.contextmanager
+def _quiet_libraries() -> Iterator[None]:
+    # transformers logs notes when OpenVINO's frontend inspects the model; the record holds what matters.
+    logger = logging.getLogger("transformers")
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+
+
+_BOILERPLATE = re.compile(r"^(Check '.*' failed at \S+|FrontEnd API failed with \w+:?)$")
+
+
+def conversion_reason(exc: BaseException) -> str:
+    """OpenVINO's frontend error without its C++ source location: the headline and its summary, e.g.
+    ``OpConversionFailure: Model wasn't fully converted: No conversion rule found for operations: aten::diff``."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    lines = [line for line in lines if not _BOILERPLATE.match(line)]
+    if not lines:
+        return reason(exc)
+    kind = re.search(r"FrontEnd API failed with (\w+)", str(exc))
+    if "Summary:" in lines:  # an op without a conversion rule: the summary names it
+        head = lines[0].split(". ")[0].rstrip(".:")
+        text = head + ": " + "; ".join(line.lstrip("- ").strip() for line in lines[lines.index("Summary:") + 1 :])
+    else:  # "Couldn't get TorchScript module by tracing: Exception:" and TorchScript's reason below it
+        text = " ".join(line for line in lines if not line.startswith(_ADVICE))
+    return first_line(_Failure(text)).replace("_Failure", kind.group(1) if kind else type(exc).__name__, 1)
+
+
+_ADVICE = ("Please check correctness", "You can also provide", "Sometimes models can be converted")
+
+
+class _Failure(Exception):
+    """Carries a cleaned-up message through ``first_line``."""
+
+
+def _example(inputs: Inputs) -> Any:
+    return dict(inputs.kwargs) if inputs.kwargs is not None else tuple(inputs.args)
+
+
+def _array(value: Any) -> Any:
+    return value.detach().contiguous().numpy() if isinstance(value, torch.Tensor) else value
+
+
+def _static_dims(converted: Any) -> str:
+    fixed = []
+    for port in converted.inputs:
+        shape = port.get_partial_shape()
+        dims = [f"{i}={d.get_length()}" for i, d in enumerate(shape) if d.is_static] if shape.rank.is_static else []
+        if dims:
+            fixed.append(f"{port.get_any_name()}[{', '.join(dims)}]")
+    return "openvino: static input dims " + "; ".join(fixed) if fixed else "openvino: every input dim dynamic"
+
+
+def _feeder(model: torch.nn.Module, compiled: Any, inputs: Inputs) -> Any:
+    """(name, array) in the compiled model's input order. OpenVINO flattens nested inputs and orders them
+    as forward() declares them (a dict's own order does not count): the batch's tensors, flattened in
+    forward()'s parameter order, one per input of the compiled model."""
+    names = [port.get_any_name() for port in compiled.inputs]
+    order: list[str] = []
+    if inputs.kwargs is not None:
+        declared = [p.name for p in forward_parameters(model)]
+        order = [n for n in declared if n in inputs.kwargs] + [n for n in inputs.kwargs if n not in declared]
+
+    def tensors(batch: Inputs) -> list[torch.Tensor]:
+        values = [batch.kwargs[n] for n in order] if batch.kwargs is not None else list(batch.args)
+        return nested.tensors(values)
+
+    count = len(tensors(inputs))
+    if count != len(names):
+        raise Fallback(f"the converted model takes {len(names)} inputs ({', '.join(names)}) for {count} input tensors")
+
+    def feed(batch: Inputs) -> list[tuple[str, Any]]:
+        return [(n, _array(t)) for n, t in zip(names, tensors(batch), strict=True)]
+
+    return feed
+
+
+def build(model: torch.nn.Module, inputs: Inputs, dtype: str) -> Built:
+    """convert_model with the example inputs, compiled for CPU in the dtype's precision."""
+    missing = unavailable_reason()
+    if missing is not None:
+        raise Unavailable(missing)
+    if dtype == "bf16":
+        refused = bf16_unsupported()
+        if refused is not None:
+            raise Unavailable(refused)
+    import openvino as ov
+
+    seen: list[str] = []
+    notes: list[str] = []
+    with torch.no_grad(), captured_warnings([], keep=lambda w: False):
+        reference = inputs.clone().call(model)  # the structure the outputs are put back into
+    leaves, spec = nested.flatten(reference)
+    if not all(isinstance(x, torch.Tensor) for x in leaves):
+        kinds = sorted({type(x).__name__ for x in leaves if not isinstance(x, torch.Tensor)})
+        raise Fallback(f"forward() returns values that are not tensors ({', '.join(kinds)}); OpenVINO returns tensors")
+    try:
+        with torch.no_grad(), captured_warnings(seen), quiet_torch_logs(), _quiet_libraries():
+            converted = ov.convert_model(model, example_input=_example(inputs.clone()))
+    except Exception as exc:  # noqa: BLE001 - any conversion failure is a fallback with its reason
+        raise Fallback(conversion_reason(exc), seen) from None
+    notes.append(_static_dims(converted))
+    threads = torch.get_num_threads()
+    config = {"INFERENCE_PRECISION_HINT": HINTS[dtype], "INFERENCE_NUM_THREADS": threads}
+    try:
+        compiled = ov.Core().compile_model(converted, "CPU", config)
+    except Exception as exc:  # noqa: BLE001
+        raise Fallback(f"OpenVINO cannot compile the converted model for CPU: {first_line(exc)}", seen) from None
+    if len(compiled.outputs) != len(leaves):
+        raise Fallback(
+            f"the converted model has {len(compiled.outputs)} outputs for the {len(leaves)} tensors forward() returns",
+            seen,
+        )
+    feed = _feeder(model, compiled, inputs)
+    request = compiled.create_infer_request()
+
+    def outputs(arrays: list[Any]) -> Any:
+        return nested.unflatten([torch.from_numpy(a) for a in arrays], spec)
+
+    def run(batch: Inputs) -> Any:
+        result = request.infer([array for _, array in feed(batch)])
+        return outputs([result[port] for port in compiled.outputs])
+
+    def save(folder: Path) -> Path:
+        path = folder / "model.xml"
+        ov.save_model(converted, str(path), compress_to_fp16=False)  # fp16 weights would not be what ran
+        return path
+
+    options = {"threads": threads, "precision": HINTS[dtype]}
+    portable = Portable("openvino", save, feed, outputs, options)
+    return Built("openvino", dtype, run, module=converted, warnings=seen, notes=notes, portable=portable)
