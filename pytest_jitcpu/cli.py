@@ -132,7 +132,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--dtype",
         choices=("fp32", "bf16", "auto"),
         default=None,
-        help="fp32 (default), bf16 (CPU autocast), or auto with --mode auto (times both, keeps the faster)",
+        help="fp32, bf16 (CPU autocast), or auto with --mode auto (times both, keeps the faster). Default: "
+        "fp32; --mode auto also tries bf16 where the CPU has native BF16 (avx512_bf16, AMX)",
     )
     run.add_argument("--batch-size", "--per_device_eval_batch_size", dest="batch_size", type=_positive, default=32)
     run.add_argument(
@@ -145,8 +146,16 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--doc-stride", "--doc_stride", dest="doc_stride", type=_non_negative, default=128)
     run.add_argument(
         "--candidates",
-        default=",".join(AUTO_CANDIDATES),
-        help=f"modes --mode auto tries (default: {','.join(AUTO_CANDIDATES)}; {' and '.join(NOT_IN_AUTO)} can be added)",
+        default=None,
+        help=f"modes --mode auto tries, all of them whatever the input's size (default: {','.join(AUTO_CANDIDATES)}"
+        f" and trace+onednn, as many as this input's size repays; {' and '.join(NOT_IN_AUTO)} can be added)",
+    )
+    run.add_argument(
+        "--cache",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="remember auto's decision per model, versions and CPU in ~/.cache/pytest-jitcpu (JITCPU_CACHE_DIR); "
+        "a cached mode is still verified on this input (default: on, JITCPU_CACHE=off turns it off)",
     )
     run.add_argument("--pooling", choices=("mean", "cls", "max"), default=None, help="feature-extraction pooling")
     run.add_argument("--normalize", action=argparse.BooleanOptionalAction, default=None, help="L2-normalize embeddings")
@@ -177,10 +186,10 @@ def _mode(args: argparse.Namespace) -> str:
     return mode
 
 
-def _dtype(args: argparse.Namespace) -> str:
+def _dtype(args: argparse.Namespace) -> str | None:
     if args.dtype and args.bf16 and args.dtype != "bf16":
         raise _usage(f"--dtype {args.dtype} contradicts --bf16")
-    return args.dtype or ("bf16" if args.bf16 else "fp32")
+    return args.dtype or ("bf16" if args.bf16 else None)  # None: fp32, or auto's choice (see --dtype)
 
 
 def _usage(message: str) -> Exception:
@@ -240,6 +249,7 @@ def _run(args: argparse.Namespace) -> int:
         candidates=args.candidates,
         pooling=args.pooling,
         normalize=args.normalize,
+        cache=args.cache,
     )
     try:
         summary = predictor.run(args.input, args.output, args.input_format, args.progress)

@@ -15,6 +15,9 @@ import pytest
 import torch
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
+# No decision cache unless a test turns it on: a decision cached by one test (the same tiny model, seeded
+# alike) must not change what another sees; subprocesses inherit it.
+os.environ.setdefault("JITCPU_CACHE", "off")
 THREADS = int(os.environ["OMP_NUM_THREADS"])
 torch.set_num_threads(THREADS)
 

@@ -63,7 +63,9 @@ def test_embeddings_equal_an_independent_eager_computation_in_input_order(folder
 
 def test_auto_picks_a_verified_mode_and_says_why(folders):
     lines: list[str] = []
-    result = run(folders["st"], rows=SENTENCES, mode="auto", candidates="eager,trace,trace-tuple", log=lines.append)
+    result = run(
+        folders["st"], rows=SENTENCES, mode="auto", dtype="fp32", candidates="eager,trace,trace-tuple", log=lines.append
+    )
     decision = result.decision
     statuses = {c.name: c.status for c in decision.candidates}
     assert statuses == {"eager/fp32": "pass", "trace/fp32": "pass", "trace-tuple/fp32": "pass"}
@@ -87,7 +89,7 @@ def _wrong_trace(model, inputs, dtype):
 def test_auto_never_picks_a_mode_that_does_not_match_eager(folders, monkeypatch):
     monkeypatch.setattr(trace_backend, "build_dict", _wrong_trace)
     lines: list[str] = []
-    result = run(folders["st"], rows=SENTENCES, candidates="eager,trace", log=lines.append)
+    result = run(folders["st"], rows=SENTENCES, dtype="fp32", candidates="eager,trace", log=lines.append)
     trace = next(c for c in result.decision.candidates if c.mode == "trace-dict")
     assert trace.status == "mismatch" and trace.ms is None
     assert result.decision.name == "eager/fp32"

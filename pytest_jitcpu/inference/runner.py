@@ -20,11 +20,13 @@ from ..backends.base import Built, first_line
 from ..inputs import Inputs
 from ..settings import DTYPES, UsageError
 from . import batching, models, rows, selection, tasks, writers
+from . import cache as cache_module
 from .progress import Progress
 from .summary import Summary
 
 ON_ERROR: tuple[str, ...] = ("fail", "skip")
 RUN_DTYPES: tuple[str, ...] = (*DTYPES, "auto")
+COUNT_LIMIT = 256 << 20  # count the lines of input files up to this size (larger: effort as for a full window)
 
 
 class RowError(Exception):
@@ -118,21 +120,22 @@ class Predictor:
         task: str | None = None,
         *,
         mode: str = "auto",
-        dtype: str = "fp32",
+        dtype: str | None = None,
         batch_size: int = 32,
         threads: int | None = None,
         max_seq_length: int | None = None,
         doc_stride: int = 128,
         on_error: str = "fail",
-        candidates: Sequence[str] | str = selection.AUTO_CANDIDATES,
+        candidates: Sequence[str] | str | None = None,
         window: int = batching.WINDOW_ROWS,
         pooling: str | None = None,
         normalize: bool | None = None,
         log: Callable[[str], None] | bool = True,
+        cache: bool | None = None,
     ) -> None:
         start = time.perf_counter()
         self.mode = selection.parse_mode(mode)
-        if dtype not in RUN_DTYPES:
+        if dtype is not None and dtype not in RUN_DTYPES:
             raise UsageError(f"--dtype: unknown dtype {dtype!r}; choose from {', '.join(RUN_DTYPES)}")
         if dtype == "auto" and self.mode != "auto":
             raise UsageError("--dtype auto needs --mode auto (it times fp32 and bf16 and keeps the faster)")
@@ -142,7 +145,11 @@ class Predictor:
         if on_error not in ON_ERROR:
             raise UsageError(f"--on-error: unknown policy {on_error!r}; choose from {', '.join(ON_ERROR)}")
         self.on_error = on_error
-        self.candidates = selection.parse_candidates(candidates)
+        # Candidates named by the user are all tried; the default ones only as this input's size allows.
+        self.explicit_candidates = candidates is not None
+        self.candidates = selection.parse_candidates(candidates) if candidates is not None else selection.auto_modes()
+        self.cache = cache_module.enabled() if cache is None else bool(cache)  # auto's decision cache
+        self.expected_rows: int | None = None  # rows in the input when known: scales auto's effort
         if threads is not None:
             torch.set_num_threads(_check_int(threads, "--threads", 1))
         if max_seq_length is not None:
@@ -172,44 +179,90 @@ class Predictor:
     def make_inputs(self, features: Sequence[tasks.Feature]) -> Inputs:
         return batching.as_inputs(batching.pad(features, self._pad_id, self.loaded.input_names, self._left))
 
-    def _choose(self, features: Sequence[tasks.Feature]) -> None:
-        module, label = self.loaded.module, type(getattr(self.loaded.module, "model", self.loaded.module)).__name__
-        dtypes = ["fp32", "bf16"] if self.dtype == "auto" else [self.dtype]
+    def _dtypes(self) -> list[str]:
+        """fp32, and for ``auto`` bf16 too where the CPU has native BF16 (emulated bf16 is slower than
+        fp32); ``--dtype auto`` tries both anyway, ``--dtype fp32|bf16`` only that one."""
+        if self.dtype == "auto":
+            return ["fp32", "bf16"]
+        if self.dtype is None:
+            return ["fp32", "bf16"] if self.mode == "auto" and environment.native_bf16() else ["fp32"]
+        return [self.dtype]
+
+    def _choose(self, features: Sequence[tasks.Feature], order: list[list[int]]) -> dict[int, tuple[Any, float]]:
+        """Choose the mode on the first window's batches; returns the outputs selection already computed
+        (batch index in ``order`` -> (model output, ms)), which the run uses instead of running them again."""
+        module = self.loaded.module
+        dtypes = self._dtypes()
         if self.dtype == "bf16" and not environment.native_bf16():
             self.log(
                 f"jitcpu: warning: this CPU ({environment.isa()}) has no native BF16: bf16 autocast is emulated "
                 "and usually slower than fp32"
             )
+        first = self.make_inputs([features[i] for i in order[0]])
         if self.mode == "eager":
-            eager = backends.build("eager", module, self.make_inputs(features[:1]), dtypes[0])
+            eager = backends.build("eager", module, first, dtypes[0])
             self.decision = selection.Decision("eager", dtypes[0], eager, "requested")
-        elif self.mode == "auto":
-            self.decision = selection.choose(
-                module, label, features, self.batch_size, self.make_inputs, self.candidates, dtypes, timed=True
-            )
         else:
-            wanted = ("eager", selection.MODE_NAMES[self.mode])
-            self.decision = selection.choose(
-                module, label, features, self.batch_size, self.make_inputs, wanted, dtypes, timed=False
+            plan = selection.Plan(
+                batch=lambda j: self.make_inputs([features[i] for i in order[j]]),
+                tokens=[len(b) * max(len(features[i]) for i in b) for b in order],
+                rows=len({f.row for f in features}),
+                expected_rows=self.expected_rows,
             )
+            auto = self.mode == "auto"
+            modes = self.candidates if auto else ("eager", selection.MODE_NAMES[self.mode])
+            key = self._cache_key(modes, dtypes) if auto else None
+            entry = cache_module.get(key) if key else None
+            self.decision = selection.choose(
+                module,
+                plan,
+                modes,
+                dtypes,
+                timed=auto,
+                explicit=self.explicit_candidates or not auto,
+                log=self.log,
+                cached=(entry["mode"], entry["dtype"]) if entry else None,
+            )
+            if key and self.decision.cacheable:
+                ms = {c.name: c.ms for c in self.decision.candidates if c.ms is not None}
+                cache_module.put(key, {"mode": self.decision.mode, "dtype": self.decision.dtype, "ms": ms})
+            elif key and self.decision.stale:
+                cache_module.put(key, None)
         d = self.decision
         if d.candidates:
             tried = ", ".join(dict.fromkeys(selection.display(c.mode) for c in d.candidates))
+            kept = f"; kept the outputs of {len(d.kept)} batch{'es' if len(d.kept) != 1 else ''}" if d.kept else ""
             self.log(
                 f"jitcpu: mode {self.mode}: checked {tried} ({'/'.join(dtypes)}) on real batches of this input "
-                f"in {d.seconds:.1f} s:"
+                f"in {d.seconds:.1f} s{kept}:"
             )
             for line in d.lines():
                 self.log(line)
-            skipped = [m for m in selection.NOT_IN_AUTO if m not in self.candidates]
+            skipped = [m for m in selection.NOT_IN_AUTO if selection.MODE_NAMES[m] not in self.candidates]
             if self.mode == "auto" and skipped:
                 why = "; ".join(f"{m}: {selection.NOT_IN_AUTO[m]}" for m in skipped)
                 self.log(f"  not tried ({why}); add them with --candidates")
         self.log(f"jitcpu: running {d.name}: {d.reason}")
         eager = d.built
         if d.mode != "eager":
-            eager = backends.build("eager", module, self.make_inputs(features[:1]), d.dtype)
+            eager = backends.build("eager", module, first, d.dtype)
         self.runner = ModeRunner(d.built, eager, self.log)
+        return d.kept
+
+    def _cache_key(self, modes: Sequence[str], dtypes: Sequence[str]) -> str | None:
+        if not self.cache:
+            return None
+        try:
+            settings = {
+                "task": self.loaded.task,
+                "batch_size": self.batch_size,
+                "max_seq_length": self.loaded.max_seq_length,
+                "candidates": list(modes),
+                "dtypes": list(dtypes),
+            }
+            return cache_module.key(self.loaded.path, settings)
+        except OSError:
+            return None  # an unreadable model file: no cache, the choice runs in full
 
     # -- the loop ------------------------------------------------------------------------------------
     def _bad(self, row: rows.Row, reason: str, summary: Summary) -> None:
@@ -252,16 +305,24 @@ class Predictor:
         for pos in encoded.truncated:
             summary.truncate(window[pos].line)
         features = encoded.features
+        order = batching.length_batches(features, self.batch_size)
+        done: dict[int, tuple[Any, float]] = {}
         if features and self.runner is None:
             with models.quiet_transformers():  # tracing touches properties that log config chatter
-                self._choose(features)
+                done = self._choose(features, order)
         parts: dict[int, list[Any]] = {}
         per_row: dict[int, int] = {}
         for f in features:
             per_row[f.row] = per_row.get(f.row, 0) + 1
-        for batch in batching.length_batches(features, self.batch_size):
+        for j, batch in enumerate(order):
             chosen = [features[i] for i in batch]
-            results, failed = self._run_batch(chosen, summary)
+            if j in done:  # selection ran this batch in eager fp32 already: its output is the batch's
+                out, ms = done.pop(j)
+                summary.latencies_ms.append(ms)
+                summary.batches += 1
+                results, failed = self.task.reduce(out, chosen), {}
+            else:
+                results, failed = self._run_batch(chosen, summary)
             for k, feature in enumerate(chosen):
                 if k in failed:
                     if feature.row not in errors:
@@ -293,6 +354,8 @@ class Predictor:
         """
         summary = summary if summary is not None else self._new_summary()
         progress = progress or Progress(enabled=False)
+        if self.runner is None and self.expected_rows is None and hasattr(items, "__len__"):
+            self.expected_rows = len(items)  # type: ignore[arg-type]
         source = rows.from_iterable(items, self.loaded.task)
         start = time.perf_counter()
         setup = 0.0
@@ -338,10 +401,12 @@ class Predictor:
             raise UsageError(f"--output {output} is the input file {input}; write the output to another file")
         source = rows.read_file(input, self.loaded.task, input_format)
         writer = writers.open_writer(output, self.loaded.task)
-        total = None
+        # Counting lines is a fast pass over the bytes; it tells auto how much work its choice is for.
+        total = rows.count_lines(input, limit_bytes=COUNT_LIMIT)
+        if self.runner is None:
+            self.expected_rows = total
         bar = Progress(enabled=progress)
         if bar.enabled:
-            total = rows.count_lines(input)
             fmt = rows.detect_format(input, input_format)
             if total is not None and fmt in ("csv", "tsv"):
                 total = max(total - 1, 0)

@@ -1,26 +1,34 @@
-"""Choosing the mode a run uses: only modes the engine verified on this input, and for ``auto`` the
-fastest of them, timed on batches of the real input.
+"""Choosing the mode a run uses: only modes verified against eager on this input, and for ``auto`` the
+fastest of them, timed on real batches of the input.
 
-The check runs ``engine.check`` on a batch of real rows (the same tolerances as the test suite), then
-compares each passing mode with eager on more real batches of other shapes (longest, shortest, a single
-row): a trace that baked one shape in shows up here, before the run, not as wrong output later.
+Selection works on the run's own batches (the first window's length-sorted batches): eager runs a few of
+them (the longest, the shortest, one in the middle, then the timing batches) and those outputs are kept,
+so the run never computes them again. Each candidate runs the same batches and is compared with eager
+(the test suite's tolerances); a trace that baked one shape in shows up here, before the run.
+
+How much ``auto`` spends is scaled to the input: the eager time of the first batch estimates the whole
+run in eager, and building and timing candidates may cost at most SELECT_SHARE of it. A candidate whose
+expected build cost does not fit is not tried (with the reason); on a few dozen rows that leaves eager.
+Candidates listed explicitly (``--candidates``) are always tried: nothing a user asked for is skipped.
 """
 
 from __future__ import annotations
 
+import contextlib
+import importlib.util
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 
-from .. import backends, engine
+from .. import backends
 from ..backends import table
-from ..backends.base import Built, first_line
+from ..backends.base import Built, Fallback, Unavailable, first_line
 from ..compare import Tolerance, compare
 from ..inputs import Inputs
-from ..settings import MODES, Settings, UsageError
+from ..settings import MODES, UsageError
 
 # Command-line mode names -> engine modes (`trace` is the Trainer's jit_mode_eval: dict inputs).
 MODE_NAMES: dict[str, str] = table.CLI_NAMES
@@ -31,12 +39,21 @@ AUTO_CANDIDATES: tuple[str, ...] = table.AUTO_CANDIDATES
 NOT_IN_AUTO: dict[str, str] = table.NOT_IN_AUTO
 MIN_GAIN = 1.03  # a mode other than the baseline must be at least 3% faster: less is timing noise
 TIMING_BATCHES = 3
-CHECK_ROWS = 8  # rows in the batch the engine checks every mode on
+SELECT_SHARE = 0.10  # of the estimated eager run time, what choosing may cost (load and imports come on top)
+FUSION = "onednn"  # the TorchScript variant with oneDNN Graph (LLGA) fusion: `trace+onednn`
+# Expected cost of building a mode and warming it up, in eager runs of the run's longest batch. Measured
+# on all-MiniLM-L6-v2 (batch 32, 128 tokens, 2 threads; AMD Zen5 and Intel Xeon): trace + freeze 3,
+# ONNX export 5-8, OpenVINO conversion 10-12. A mode not listed is assumed expensive.
+BUILD_COST: dict[str, float] = {"eager": 0.0, "trace-dict": 3.0, "trace-tuple": 3.0, "ipex": 4.0, "export": 5.0}
+DEFAULT_BUILD_COST = 12.0
+# Verification and timing runs of one candidate, in the same unit: 3 verification batches + the timing.
+RUN_COST = 4.0
 
 
 def display(mode: str) -> str:
     """The name users typed: trace-dict shows as `trace`."""
-    return table.DISPLAY.get(mode, mode)
+    base, plus, variant = mode.partition("+")
+    return table.DISPLAY.get(base, base) + plus + variant
 
 
 def parse_mode(value: str) -> str:
@@ -49,14 +66,33 @@ def parse_candidates(value: str | Sequence[str]) -> tuple[str, ...]:
     items = value.replace(",", " ").split() if isinstance(value, str) else list(value)
     out: list[str] = []
     for item in items:
-        if item not in MODE_NAMES:
-            raise UsageError(f"--candidates: unknown mode {item!r}; choose from {', '.join(MODE_NAMES)}")
-        mode = MODE_NAMES[item]
+        base, _, variant = item.partition("+")
+        if base not in MODE_NAMES or (variant and (variant != FUSION or not table.backend(MODE_NAMES[base]).trace)):
+            choices = ", ".join([*MODE_NAMES, *(f"{n}+{FUSION}" for n, m in MODE_NAMES.items() if _fusable(m))])
+            raise UsageError(f"--candidates: unknown mode {item!r}; choose from {choices}")
+        mode = MODE_NAMES[base] + (f"+{variant}" if variant else "")
         if mode not in out:
             out.append(mode)
     if "eager" not in out:
         out.insert(0, "eager")
-    return tuple(sorted(out, key=MODES.index))
+    return tuple(sorted(out, key=lambda m: (MODES.index(m.partition("+")[0]), m)))
+
+
+def _fusable(mode: str) -> bool:
+    """oneDNN Graph fuses TorchScript graphs: the plain trace rows (IPEX brings its own fusions)."""
+    row = table.backend(mode)
+    return row.trace and row.module == "trace"
+
+
+def auto_modes() -> tuple[str, ...]:
+    """`auto`'s default candidates: the table's rows marked auto, and the oneDNN-fused variant of a trace."""
+    out: list[str] = []
+    for b in table.BACKENDS:
+        if b.auto:
+            out.append(b.name)
+            if _fusable(b.name):
+                out.append(f"{b.name}+{FUSION}")
+    return tuple(out)
 
 
 class ModelFailed(RuntimeError):
@@ -65,9 +101,9 @@ class ModelFailed(RuntimeError):
 
 @dataclass
 class Candidate:
-    mode: str  # engine mode
+    mode: str  # engine mode, with "+onednn" for the fused trace variant
     dtype: str
-    status: str
+    status: str  # an engine status, or "skipped" (not tried: the reason says why)
     reason: str | None = None
     max_abs_diff: float | None = None
     built: Built | None = None
@@ -77,6 +113,10 @@ class Candidate:
     def name(self) -> str:
         return f"{display(self.mode)}/{self.dtype}"
 
+    @property
+    def base(self) -> str:
+        return self.mode.partition("+")[0]
+
 
 @dataclass
 class Decision:
@@ -85,7 +125,14 @@ class Decision:
     built: Built
     reason: str
     candidates: list[Candidate] = field(default_factory=list)
-    seconds: float = 0.0
+    seconds: float = 0.0  # what choosing cost beyond the kept batches (builds, candidates' runs)
+    # Outputs of the run's batches that selection ran in eager fp32: batch index -> (model output, ms).
+    kept: dict[int, tuple[Any, float]] = field(default_factory=dict)
+    kept_s: float = 0.0
+    budget_s: float | None = None  # None: unlimited (candidates listed explicitly, or a requested mode)
+    cache_hit: bool = False  # the mode came from the decision cache (and was verified on this input)
+    cacheable: bool = False  # a full auto choice (no candidate skipped for the budget): worth caching
+    stale: bool = False  # a cached decision failed on this input and was chosen again
 
     @property
     def name(self) -> str:
@@ -93,7 +140,7 @@ class Decision:
 
     def lines(self) -> list[str]:
         """The per-candidate table printed with the decision."""
-        baseline = next((c.ms for c in self.candidates if c.mode == "eager" and c.ms), None)
+        baseline = next((c.ms for c in self.candidates if c.mode == "eager" and c.dtype == "fp32" and c.ms), None)
         out = []
         width = max((len(c.name) for c in self.candidates), default=10)
         for c in self.candidates:
@@ -110,134 +157,292 @@ class Decision:
         return out
 
 
-def sample_batches(
-    features: Sequence[Any], batch_size: int, make: Callable[[Sequence[Any]], Inputs]
-) -> tuple[Inputs, list[Inputs], list[Inputs]]:
-    """From a window of real features, ordered by length:
+@contextlib.contextmanager
+def _onednn_fusion(on: bool) -> Iterator[None]:
+    """oneDNN Graph fusion is a global TorchScript switch read when a graph is optimized (its first runs):
+    set only around the fused variant's own builds and runs."""
+    if not on:
+        yield
+        return
+    before = torch.jit.onednn_fusion_enabled()
+    torch.jit.enable_onednn_fusion(True)
+    try:
+        yield
+    finally:
+        torch.jit.enable_onednn_fusion(before)
 
-    - the check batch: up to CHECK_ROWS rows of median length (the engine checks every mode on it);
-    - verification batches of other shapes: the 2 longest rows, the shortest row alone, 3 rows of
-      lower-quartile length (shape variety is what catches a trace that baked a shape in);
-    - timing batches: TIMING_BATCHES full batches around the median length. Like the run's batches each
-      has its own shape, so a mode that is slow on a shape it has not seen is timed as the run sees it.
-    Small check batches keep the choice cheap next to the run; only timing uses full batches.
+
+def build(mode: str, module: torch.nn.Module, inputs: Inputs, dtype: str) -> Built:
+    """``backends.build``, plus the ``+onednn`` variant of a trace (built and run with the fusion on)."""
+    base, _, variant = mode.partition("+")
+    if not variant:
+        return backends.build(base, module, inputs, dtype)
+    with _onednn_fusion(True):
+        built = backends.build(base, module, inputs, dtype)
+    plain = built.run
+
+    def run(batch: Inputs) -> Any:
+        with _onednn_fusion(True):
+            return plain(batch)
+
+    built.run, built.mode = run, mode
+    return built
+
+
+def _missing(mode: str) -> str | None:
+    """Why ``mode`` cannot run here without importing it: its package is not installed."""
+    row = table.backend(mode.partition("+")[0])
+    if row.import_name and importlib.util.find_spec(row.import_name) is None:
+        hint = f" ({row.install})" if row.install else ""
+        return f"{row.package} is not installed{hint}"
+    return None
+
+
+def _build_cost(c: Candidate) -> float:
+    """Build + warm-up + verification + timing, in eager runs of the longest batch."""
+    build_cost = BUILD_COST.get(c.base, DEFAULT_BUILD_COST)
+    if c.mode.endswith(f"+{FUSION}"):
+        build_cost += 1.0  # the fusion pass compiles oneDNN partitions on the first runs
+    return build_cost + RUN_COST
+
+
+@dataclass
+class Plan:
+    """The run's batches of the first window, as selection sees them."""
+
+    batch: Callable[[int], Inputs]  # batch index -> its padded inputs
+    tokens: Sequence[int]  # padded rows x width of each batch (what eager time is proportional to)
+    rows: int  # rows in the window
+    expected_rows: int | None = None  # rows in the whole input, when known
+
+    @property
+    def count(self) -> int:
+        return len(self.tokens)
+
+
+def _run_timed(built: Built, inputs: Inputs) -> tuple[Any, float]:
+    start = time.perf_counter()
+    with torch.no_grad():
+        out = built.run(inputs)
+    return out, (time.perf_counter() - start) * 1000
+
+
+def choose(
+    module: torch.nn.Module,
+    plan: Plan,
+    modes: Sequence[str],
+    dtypes: Sequence[str],
+    timed: bool,
+    explicit: bool = False,
+    log: Callable[[str], None] | None = None,
+    cached: tuple[str, str] | None = None,
+) -> Decision:
+    """Verify ``modes`` x ``dtypes`` (engine names) on real batches of the plan against eager fp32.
+
+    ``timed`` (``--mode auto``): time the verified ones and pick the fastest; the baseline, eager in the
+    first dtype, is kept unless another mode is MIN_GAIN faster. Unless ``explicit``, candidates are tried
+    only while their expected cost fits the budget (SELECT_SHARE of the estimated eager run). Otherwise
+    ``modes`` is eager plus the one requested mode: it is used if verified, else eager in the same dtype.
     """
-    order = sorted(range(len(features)), key=lambda i: -len(features[i]))
-    n = len(order)
+    start = time.perf_counter()
+    kept: dict[int, tuple[Any, float]] = {}
+    batches: dict[int, Inputs] = {}
 
-    def around(center: int, size: int) -> list[int]:
-        first = max(0, min(n - size, center - size // 2))
-        return order[first : first + size]
+    def get(j: int) -> Inputs:
+        if j not in batches:
+            batches[j] = plan.batch(j)
+        return batches[j]
 
-    check = around(n // 2, min(CHECK_ROWS, batch_size))
-    offsets = [(k - TIMING_BATCHES // 2) * batch_size for k in range(TIMING_BATCHES)]
-    timing = [around(n // 2 + offset, batch_size) for offset in offsets]
-    verify = [order[:2], order[-1:], around((3 * n) // 4, 3)]
-    unique: list[Inputs] = []
-    seen: set[tuple[int, ...]] = {tuple(check)}
-    for group in verify:
-        if group and tuple(group) not in seen:
-            seen.add(tuple(group))
-            unique.append(make([features[i] for i in group]))
-    return make([features[i] for i in check]), unique, [make([features[i] for i in g]) for g in timing]
+    def reference(j: int) -> Any:
+        """Eager fp32 on batch j: the reference, kept as the run's output for that batch."""
+        if j not in kept:
+            try:
+                kept[j] = _run_timed(eager, get(j).clone())
+            except Exception as exc:  # noqa: BLE001 - the model itself fails: nothing to choose from
+                raise ModelFailed(
+                    f"the model does not run in eager mode on this input: {first_line(exc)} on a batch "
+                    f"{get(j).describe()}"
+                ) from None
+        return kept[j][0]
 
+    try:
+        eager = backends.build("eager", module, get(0), "fp32")
+    except (Fallback, Unavailable) as exc:
+        raise ModelFailed(f"the model does not run in eager mode on this input: {exc}") from None
+    reference(0)
+    # The estimate: eager time is about proportional to padded tokens; the first batch is the longest.
+    unit_s = kept[0][1] / 1000
+    window_s = unit_s * sum(plan.tokens) / max(plan.tokens[0], 1)
+    scale = max(1.0, (plan.expected_rows or plan.rows) / max(plan.rows, 1))
+    estimate_s = window_s * scale
+    budget_s = None if explicit or not timed else SELECT_SHARE * estimate_s
+    verify = list(dict.fromkeys([0, plan.count - 1, plan.count // 2]))
 
-def _time(candidates: list[Candidate], batches: list[Inputs]) -> None:
-    """Each candidate runs each timing batch once, interleaved batch by batch so a busy machine slows
-    them alike; ``ms`` is the total."""
-    for c in candidates:
-        c.ms = 0.0
-    for batch in batches:
-        for c in candidates:
-            x = batch.clone()
-            start = time.perf_counter()
-            c.built.run(x)  # type: ignore[union-attr]
-            c.ms += (time.perf_counter() - start) * 1000  # type: ignore[operator]
+    candidates: list[Candidate] = []
+    for mode in modes:
+        for dtype in dtypes:
+            if (mode, dtype) == ("eager", "fp32"):
+                continue
+            if mode.endswith(f"+{FUSION}") and dtype != "fp32":
+                continue  # oneDNN Graph under autocast is not a path torch maintains: fp32 only
+            if not timed and mode == "eager":
+                continue  # a requested mode: only it is verified; eager in its dtype is built if it fails
+            candidates.append(Candidate(mode, dtype, "pending"))
+    # Cheap first: with a small budget the ones that fit are the ones tried.
+    candidates.sort(key=_build_cost)
+    base = Candidate("eager", "fp32", "pass", built=eager, max_abs_diff=0.0)
 
+    def spent_s() -> float:
+        return time.perf_counter() - start - sum(ms for _, ms in kept.values()) / 1000
 
-def _verify(c: Candidate, eager: Built, batches: list[Inputs]) -> None:
-    """Compare a passing mode with eager fp32 on more real batches; a difference rejects it."""
-    tolerance = Tolerance(c.dtype)
-    for b in batches:
+    def attempt(c: Candidate, budgeted: bool) -> None:
+        """Build and verify one candidate, unless it is missing here or its cost is over the budget."""
+        missing = _missing(c.mode)
+        if missing:
+            c.status, c.reason = "unavailable", missing
+            return
+        cost_s = _build_cost(c) * unit_s
+        if budgeted and budget_s is not None and spent_s() + cost_s > budget_s:
+            c.status = "skipped"
+            c.reason = (
+                f"not tried: ~{cost_s:.1f} s to build and verify, over this input's budget for choosing "
+                f"({budget_s:.1f} s = {SELECT_SHARE:.0%} of ~{estimate_s:.1f} s in eager)"
+            )
+            return
         try:
             with torch.no_grad():
-                ref = eager.run(b.clone())
-                out = c.built.run(b.clone())  # type: ignore[union-attr]
+                c.built = build(c.mode, module, get(0), c.dtype)
+        except (Fallback, Unavailable) as exc:
+            c.status, c.reason = ("unavailable" if isinstance(exc, Unavailable) else "fallback"), str(exc)
+            return
+        except Exception as exc:  # noqa: BLE001 - a mode that cannot be built is a result, not a crash
+            c.status, c.reason = "fallback", first_line(exc)
+            return
+        _verify(c, reference, get, verify)
+
+    def decided(pick: Candidate, reason: str, everyone: list[Candidate], **extra: Any) -> Decision:
+        assert pick.built is not None
+        kept_s = sum(ms for _, ms in kept.values()) / 1000
+        total = time.perf_counter() - start
+        return Decision(
+            pick.mode, pick.dtype, pick.built, reason, everyone, total - kept_s, kept, kept_s, budget_s, **extra
+        )
+
+    stale: Candidate | None = None
+    if cached is not None and timed:
+        # A cached decision: verify only that mode on this input (no timing); if it fails here, forget it.
+        mode, dtype = cached
+        if (mode, dtype) == ("eager", "fp32"):
+            return decided(base, "cached decision for this model, stack and CPU", [base], cache_hit=True)
+        hit = next((c for c in candidates if (c.mode, c.dtype) == (mode, dtype)), None)
+        if hit is not None:
+            attempt(hit, budgeted=False)
+            if hit.status == "pass":
+                reason = (
+                    f"cached decision for this model, stack and CPU, verified on {len(verify)} batches of this input"
+                )
+                return decided(hit, reason, [base, hit], cache_hit=True)
+            stale = hit
+            candidates.remove(hit)
+            if log is not None:
+                log(
+                    f"jitcpu: the cached decision {hit.name} is {hit.status} on this input ({hit.reason}); choosing again"
+                )
+    for c in candidates:
+        attempt(c, budgeted=True)
+
+    passing = [base, *(c for c in candidates if c.status == "pass")]
+    everyone = [base, *candidates, *([stale] if stale else [])]
+    if timed and len(passing) > 1:
+        _time(passing, reference, kept, get, _timing_batches(plan.count, verify))
+        pick = min(passing, key=lambda c: c.ms if c.ms is not None else float("inf"))
+        gain = (base.ms or 0.0) / (pick.ms or 1.0)
+        if pick is base:
+            reason = f"no verified mode was faster than {base.name}"
+        elif gain < MIN_GAIN:
+            reason = (
+                f"the fastest verified mode, {pick.name}, is only {gain:.3f}x {base.name} "
+                f"(under {MIN_GAIN}x is timing noise), so {base.name} it is"
+            )
+            pick = base
+        else:
+            reason = (
+                f"fastest verified mode: {pick.ms:.1f} ms vs {base.ms:.1f} ms for {base.name} "
+                f"({gain:.2f}x) on the same batches of this input"
+            )
+    elif timed:
+        pick = base
+        if candidates and all(c.status == "skipped" for c in candidates if c.status != "unavailable"):
+            reason = (
+                f"this input is small (~{estimate_s:.1f} s in eager): building another mode would cost more "
+                f"than it could save (name them with --candidates to try them anyway)"
+            )
+        else:
+            reason = "no other mode was verified on this input"
+    else:
+        target = candidates[0] if candidates else base
+        if target.status == "pass":
+            pick, reason = target, f"verified on {len(verify)} batches of this input"
+        else:
+            pick = base
+            if target.dtype != "fp32":
+                pick = Candidate(
+                    "eager", target.dtype, "pass", built=backends.build("eager", module, get(0), target.dtype)
+                )
+            reason = f"{target.name} is {target.status} ({target.reason}); running {pick.name} instead"
+    # Worth remembering only when every candidate had its chance (not cut short by a small input's budget).
+    complete = timed and not any(c.status == "skipped" for c in candidates)
+    return decided(pick, reason, everyone, cacheable=complete, stale=stale is not None)
+
+
+def _verify(c: Candidate, reference: Callable[[int], Any], get: Callable[[int], Inputs], verify: list[int]) -> None:
+    """Compare a candidate with eager fp32 on real batches of several shapes; a difference rejects it:
+    ``mismatch`` on the first batch, ``diverges`` when it matched there but not on another shape."""
+    tolerance = Tolerance(c.dtype)
+    for k, j in enumerate(verify):
+        ref = reference(j)
+        batch = get(j)
+        try:
+            out, _ = _run_timed(c.built, batch.clone())  # type: ignore[arg-type]
         except Exception as exc:  # noqa: BLE001 - any failure rejects the mode, with the reason
-            c.status, c.reason = "fallback", f"failed on a real batch {b.describe()}: {first_line(exc)}"
+            c.status, c.reason = "fallback", f"failed on a real batch {batch.describe()}: {first_line(exc)}"
             return
         result = compare(ref, out, tolerance, allow_float_dtype_change=c.dtype != "fp32")
         if c.max_abs_diff is None or (result.max_abs_diff or 0) > c.max_abs_diff:
             c.max_abs_diff = result.max_abs_diff
         if not result.ok:
-            c.status = "diverges"
-            c.reason = f"differs from eager on a real batch {b.describe()}: {result.reason}"
+            c.status = "mismatch" if k == 0 else "diverges"
+            c.reason = f"differs from eager on a real batch {batch.describe()}: {result.reason}"
             return
+    c.status = "pass"
 
 
-def choose(
-    module: torch.nn.Module,
-    label: str,
-    features: Sequence[Any],
-    batch_size: int,
-    make: Callable[[Sequence[Any]], Inputs],
-    modes: Sequence[str],
-    dtypes: Sequence[str],
-    timed: bool,
-) -> Decision:
-    """Check ``modes`` x ``dtypes`` (engine names) on real batches of ``features``.
+def _timing_batches(count: int, verify: list[int]) -> list[int]:
+    """Up to TIMING_BATCHES batches around the middle that verification did not run (the run's typical
+    shapes, none seen yet by any candidate); on a small input the verification batches again."""
+    middle = count // 2
+    fresh = sorted((j for j in range(count) if j not in verify), key=lambda j: (abs(j - middle), j))
+    return fresh[:TIMING_BATCHES] or verify[:TIMING_BATCHES]
 
-    ``timed`` (``--mode auto``): time the verified ones and pick the fastest; the baseline, eager in the
-    first dtype, is kept unless another mode is MIN_GAIN faster. Otherwise ``modes`` is eager plus the
-    one requested mode: it is used if verified, else eager in the same dtype (the reason is given).
-    """
-    start = time.perf_counter()
-    check_batch, verify_batches, timing_batches = sample_batches(features, batch_size, make)
-    built: dict[tuple[str, str], Built] = {("eager", "fp32"): backends.build("eager", module, check_batch, "fp32")}
 
-    def keep(b: Built) -> None:
-        built[(b.mode, b.dtype)] = b
-
-    settings = Settings(examples=0, serialize=False).updated(modes=list(modes), dtypes=list(dtypes))
-    result = engine.check(module, check_batch, settings=settings, name=label, on_built=keep)
-    candidates = [
-        Candidate(r.mode, r.dtype, r.status, r.reason, r.max_abs_diff, built.get((r.mode, r.dtype)))
-        for r in result.records
-    ]
+def _time(
+    candidates: list[Candidate],
+    reference: Callable[[int], Any],
+    kept: dict[int, tuple[Any, float]],
+    get: Callable[[int], Inputs],
+    batches: list[int],
+) -> None:
+    """Each candidate runs each timing batch once, interleaved batch by batch (rotating who goes first)
+    so a busy machine slows them alike; ``ms`` is the total. On a batch nobody ran yet, eager fp32's run
+    is the reference, kept as the run's output: timing it costs nothing extra."""
     for c in candidates:
-        if c.status == "pass" and c.built is None:
-            c.status, c.reason = "error", "passed the check but no module was kept"
-        elif c.status == "pass" and c.mode != "eager":
-            _verify(c, built[("eager", "fp32")], verify_batches)
-    passing = [c for c in candidates if c.status == "pass"]
-    eagers = {c.dtype: c for c in passing if c.mode == "eager"}
-    if not eagers:
-        reasons = "; ".join(sorted({f"{c.name}: {c.reason}" for c in candidates if c.mode == "eager"}))
-        raise ModelFailed(f"the model does not run in eager mode on this input: {reasons}")
-    baseline = eagers.get(dtypes[0]) or next(iter(eagers.values()))
-    if timed:
-        _time(passing, timing_batches)
-        pick = min(passing, key=lambda c: c.ms if c.ms is not None else float("inf"))
-        gain = (baseline.ms or 0.0) / (pick.ms or 1.0)
-        if pick is baseline:
-            reason = f"no verified mode was faster than {baseline.name}"
-        elif gain < MIN_GAIN:
-            reason = (
-                f"the fastest verified mode, {pick.name}, is only {gain:.3f}x {baseline.name} "
-                f"(under {MIN_GAIN}x is timing noise), so {baseline.name} it is"
-            )
-            pick = baseline
-        else:
-            reason = (
-                f"fastest verified mode: {pick.ms:.1f} ms vs {baseline.ms:.1f} ms for {baseline.name} "
-                f"({gain:.2f}x) on {len(timing_batches)} batches of this input"
-            )
-    else:
-        target = next((c for c in candidates if c.mode != "eager"), baseline)
-        if target.status == "pass":
-            pick, reason = target, f"verified on {1 + len(verify_batches)} batches of this input"
-        else:
-            pick = eagers.get(target.dtype, baseline)
-            reason = f"{target.name} is {target.status} ({target.reason}); running {pick.name} instead"
-    assert pick.built is not None
-    return Decision(pick.mode, pick.dtype, pick.built, reason, candidates, time.perf_counter() - start)
+        c.ms = 0.0
+    for k, j in enumerate(batches):
+        order = candidates[k % len(candidates) :] + candidates[: k % len(candidates)]
+        for c in order:
+            if c.mode == "eager" and c.dtype == "fp32" and j not in kept:
+                reference(j)
+                ms = kept[j][1]
+            else:
+                _, ms = _run_timed(c.built, get(j).clone())  # type: ignore[arg-type]
+            c.ms += ms  # type: ignore[operator]
