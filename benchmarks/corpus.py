@@ -1,13 +1,22 @@
-"""A deterministic benchmark corpus: sentences of common English words, lengths drawn uniformly from a
-range of words with a seeded RNG. Same arguments, same file, on every machine.
+"""Deterministic benchmark corpora.
+
+- ``sentences``: sentences of common English words, lengths drawn uniformly from a range of words with a
+  seeded RNG. Same arguments, same file, on every machine.
+- ``real_sentences``: real English prose of naturally varied length, written by people: the sentences of
+  the docstrings of the Python standard library this runs on (no download; the same Python version gives
+  the same sentences), deduplicated, shuffled with a seed.
 
     python benchmarks/corpus.py --rows 2000 --min-words 5 --max-words 120 --out /tmp/corpus.txt
+    python benchmarks/corpus.py --real --rows 3000 --out /tmp/real.txt
 """
 
 from __future__ import annotations
 
 import argparse
+import ast
 import random
+import re
+import sysconfig
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -40,11 +49,50 @@ def sentences(rows: int, min_words: int = 5, max_words: int = 120, seed: int = 0
         yield " ".join(words) + "."
 
 
-def write(path: str | Path, rows: int, min_words: int = 5, max_words: int = 120, seed: int = 0) -> Path:
+_SPLIT = re.compile(r"(?<=[.!?])\s+(?=[A-Z])")
+_PROSE = re.compile(r"^[A-Z][A-Za-z0-9 ,;:'\"()\-/]*[A-Za-z0-9)'\"][.!?]$")
+
+
+def real_sentences(rows: int, min_words: int = 4, max_words: int = 120, seed: int = 0) -> list[str]:
+    """``rows`` sentences of prose from the standard library's docstrings (tests and demos left out):
+    capitalized, ending in . ! or ?, no code (no ``>>>``, ``=``, brackets, underscores)."""
+    root = Path(sysconfig.get_paths()["stdlib"])
+    found: set[str] = set()
+    for path in sorted(root.rglob("*.py")):
+        rel = path.relative_to(root).as_posix()
+        if any(part in rel for part in ("test", "site-packages", "idlelib", "lib2to3", "turtledemo")):
+            continue
+        try:
+            tree = ast.parse(path.read_text(encoding="utf-8"))
+        except (SyntaxError, UnicodeDecodeError, ValueError):
+            continue
+        for node in ast.walk(tree):
+            if not isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)):
+                continue
+            doc = ast.get_docstring(node)
+            if not doc:
+                continue
+            for paragraph in doc.split("\n\n"):
+                text = " ".join(paragraph.split())
+                for sentence in _SPLIT.split(text):
+                    words = sentence.split()
+                    if min_words <= len(words) <= max_words and _PROSE.match(sentence) and "_" not in sentence:
+                        found.add(sentence)
+    pool = sorted(found)
+    random.Random(seed).shuffle(pool)
+    if len(pool) < rows:
+        raise SystemExit(f"only {len(pool)} real sentences in {root}; ask for fewer rows")
+    return pool[:rows]
+
+
+def write(
+    path: str | Path, rows: int, min_words: int = 5, max_words: int = 120, seed: int = 0, real: bool = False
+) -> Path:
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
+    texts = real_sentences(rows, seed=seed) if real else sentences(rows, min_words, max_words, seed)
     with open(target, "w", encoding="utf-8") as handle:
-        for sentence in sentences(rows, min_words, max_words, seed):
+        for sentence in texts:
             handle.write(sentence + "\n")
     return target
 
@@ -55,9 +103,10 @@ def main() -> None:
     parser.add_argument("--min-words", type=int, default=5)
     parser.add_argument("--max-words", type=int, default=120)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--real", action="store_true", help="real sentences (the standard library's docstrings)")
     parser.add_argument("--out", required=True)
     args = parser.parse_args()
-    print(write(args.out, args.rows, args.min_words, args.max_words, args.seed))
+    print(write(args.out, args.rows, args.min_words, args.max_words, args.seed, args.real))
 
 
 if __name__ == "__main__":

@@ -121,10 +121,10 @@ def test_a_few_dozen_rows_build_nothing_but_eager(model, monkeypatch):
 
 
 def test_a_large_input_pays_for_trying_the_candidates(model, monkeypatch):
-    """The same window, but the input is known to be 1000x longer: the budget covers the candidates."""
+    """The same window, but the input is known to be 100000x longer: the budget covers the candidates."""
     monkeypatch.setattr(environment, "native_bf16", lambda: False)
     p = Predictor(model, "feature-extraction", batch_size=4, log=quiet)
-    p.expected_rows = 1000 * len(TEXTS)
+    p.expected_rows = 100_000 * len(TEXTS)
     p.predict(TEXTS)
     statuses = {c.name: c.status for c in p.decision.candidates}
     # tried, all of them (the fused trace may differ in the last bits: then it is a mismatch, still tried)

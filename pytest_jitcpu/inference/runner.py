@@ -365,6 +365,7 @@ class Predictor:
                 yield from self._window(window, summary, progress)
                 if not had_runner and self.runner is not None and self.decision is not None:
                     setup += self.decision.seconds
+                    summary.choice_s += self.decision.seconds
                     summary.mode, summary.dtype = self.decision.name.split("/")
                     summary.decision = self.decision.reason
         finally:

@@ -41,13 +41,23 @@ MIN_GAIN = 1.03  # a mode other than the baseline must be at least 3% faster: le
 TIMING_BATCHES = 3
 SELECT_SHARE = 0.10  # of the estimated eager run time, what choosing may cost (load and imports come on top)
 FUSION = "onednn"  # the TorchScript variant with oneDNN Graph (LLGA) fusion: `trace+onednn`
-# Expected cost of building a mode and warming it up, in eager runs of the run's longest batch. Measured
-# on all-MiniLM-L6-v2 (batch 32, 128 tokens, 2 threads; AMD Zen5 and Intel Xeon): trace + freeze 3,
-# ONNX export 5-8, OpenVINO conversion 10-12. A mode not listed is assumed expensive.
-BUILD_COST: dict[str, float] = {"eager": 0.0, "trace-dict": 3.0, "trace-tuple": 3.0, "ipex": 4.0, "export": 5.0}
+# Expected cost of building a mode and warming it up, in eager forward passes of a reference batch of
+# REFERENCE_TOKENS padded tokens (32 rows x 128), the first batch's eager time per token times that.
+# Measured on all-MiniLM-L6-v2 (2 threads, AMD Zen5 and Intel Xeon): trace + freeze 3, ONNX export 5-6,
+# OpenVINO conversion 10. A mode not listed is assumed expensive. The runs verification and timing add
+# are counted from the batches themselves.
+REFERENCE_TOKENS = 32 * 128
+BUILD_COST: dict[str, float] = {
+    "eager": 0.0,
+    "trace-dict": 3.0,
+    "trace-tuple": 3.0,
+    "ipex": 4.0,
+    "export": 5.0,
+    "onnx": 6.0,
+    "openvino": 10.0,
+}
 DEFAULT_BUILD_COST = 12.0
-# Verification and timing runs of one candidate, in the same unit: 3 verification batches + the timing.
-RUN_COST = 4.0
+FUSION_COST = 1.0  # the fusion pass compiles oneDNN partitions on the first runs
 
 
 def display(mode: str) -> str:
@@ -199,11 +209,9 @@ def _missing(mode: str) -> str | None:
 
 
 def _build_cost(c: Candidate) -> float:
-    """Build + warm-up + verification + timing, in eager runs of the longest batch."""
-    build_cost = BUILD_COST.get(c.base, DEFAULT_BUILD_COST)
-    if c.mode.endswith(f"+{FUSION}"):
-        build_cost += 1.0  # the fusion pass compiles oneDNN partitions on the first runs
-    return build_cost + RUN_COST
+    """Build + warm-up, in eager passes of the reference batch (see BUILD_COST)."""
+    cost = BUILD_COST.get(c.base, DEFAULT_BUILD_COST)
+    return cost + (FUSION_COST if c.mode.endswith(f"+{FUSION}") else 0.0)
 
 
 @dataclass
@@ -270,13 +278,17 @@ def choose(
     except (Fallback, Unavailable) as exc:
         raise ModelFailed(f"the model does not run in eager mode on this input: {exc}") from None
     reference(0)
-    # The estimate: eager time is about proportional to padded tokens; the first batch is the longest.
-    unit_s = kept[0][1] / 1000
-    window_s = unit_s * sum(plan.tokens) / max(plan.tokens[0], 1)
+    # The estimate: eager time is about proportional to padded tokens (measured on the first batch).
+    token_s = kept[0][1] / 1000 / max(plan.tokens[0], 1)
+    unit_s = token_s * REFERENCE_TOKENS
     scale = max(1.0, (plan.expected_rows or plan.rows) / max(plan.rows, 1))
-    estimate_s = window_s * scale
+    estimate_s = token_s * sum(plan.tokens) * scale
     budget_s = None if explicit or not timed else SELECT_SHARE * estimate_s
     verify = list(dict.fromkeys([0, plan.count - 1, plan.count // 2]))
+    # a candidate runs the verification batches (batch 0 is the first, and its warm-up) and the timing ones
+    runs_s = token_s * (
+        sum(plan.tokens[j] for j in verify) + sum(plan.tokens[j] for j in _timing_batches(plan.count, verify))
+    )
 
     candidates: list[Candidate] = []
     for mode in modes:
@@ -301,7 +313,7 @@ def choose(
         if missing:
             c.status, c.reason = "unavailable", missing
             return
-        cost_s = _build_cost(c) * unit_s
+        cost_s = _build_cost(c) * unit_s + runs_s
         if budgeted and budget_s is not None and spent_s() + cost_s > budget_s:
             c.status = "skipped"
             c.reason = (

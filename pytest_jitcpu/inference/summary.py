@@ -25,6 +25,7 @@ class Summary:
     truncated_lines: list[int] = field(default_factory=list)
     max_seq_length: int = 0
     setup_s: float = 0.0  # model load + mode choice
+    choice_s: float = 0.0  # what choosing the mode cost beyond the batches it ran for the output
     wall_s: float = 0.0
     batches: int = 0
     latencies_ms: list[float] = field(default_factory=list)
@@ -103,6 +104,7 @@ class Summary:
             "truncated": self.truncated,
             "truncated_lines": self.truncated_lines,
             "setup_s": self.setup_s,
+            "choice_s": self.choice_s,
             "wall_s": self.wall_s,
             "rows_per_s": self.rows_per_s,
             "batches": self.batches,
