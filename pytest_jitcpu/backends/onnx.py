@@ -20,9 +20,10 @@ import re
 import sys
 import sysconfig
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
+from unittest import mock
 
 import torch
 
@@ -90,6 +91,32 @@ def _session(model: bytes | str, threads: int) -> Any:
     return ort.InferenceSession(model, session_options(threads), providers=["CPUExecutionProvider"])
 
 
+@functools.lru_cache(maxsize=4)
+def _torchlib_registry(**options: Any) -> Any:
+    return _ORIGINAL_FROM_TORCHLIB[0](**options)
+
+
+_ORIGINAL_FROM_TORCHLIB: list[Any] = []
+
+
+@contextlib.contextmanager
+def _shared_registry() -> Iterator[None]:
+    """torch.onnx.export rebuilds its table of ONNX translations from onnxscript on every call (inspecting
+    ~500 functions' source: 1-6 s, most of a small model's export); the table is the same for every export
+    in a process, so it is built once here. Where torch's internals differ, exports just build their own."""
+    try:
+        from torch.onnx._internal.exporter import _registration
+
+        registry = _registration.ONNXRegistry
+        if not _ORIGINAL_FROM_TORCHLIB:
+            _ORIGINAL_FROM_TORCHLIB.append(registry.from_torchlib)
+    except (ImportError, AttributeError):
+        yield
+        return
+    with mock.patch.object(registry, "from_torchlib", staticmethod(_torchlib_registry)):
+        yield
+
+
 @functools.lru_cache(maxsize=1)
 def bf16_unsupported() -> str | None:
     """Why ONNX Runtime's CPU provider cannot run a bf16 model, found by trying one bf16 Linear (ORT 1.32
@@ -97,7 +124,7 @@ def bf16_unsupported() -> str | None:
     probe = torch.nn.Linear(4, 4).to(torch.bfloat16)
     example = torch.zeros(2, 4, dtype=torch.bfloat16)
     try:
-        with captured_warnings([], keep=lambda w: False), quiet_torch_logs(), _quiet_output():
+        with captured_warnings([], keep=lambda w: False), quiet_torch_logs(), _quiet_output(), _shared_registry():
             program = torch.onnx.export(probe, (example,), dynamo=True, verbose=False)
         _session(program.model_proto.SerializeToString(), 1)
     except Exception as exc:  # noqa: BLE001 - the runtime's refusal is the reason
@@ -134,6 +161,11 @@ def _quiet_output() -> Any:
         yield
 
 
+def _convert(exported: Any) -> Any:
+    with _shared_registry():
+        return torch.onnx.export(exported, dynamo=True, verbose=False, optimize=True)
+
+
 def _array(value: Any) -> Any:
     return value.detach().contiguous().numpy() if isinstance(value, torch.Tensor) else value
 
@@ -160,7 +192,7 @@ def build(model: torch.nn.Module, inputs: Inputs, dtype: str) -> Built:
             _quiet_output(),
         ):
             exported = export_program(model, inputs.clone(), notes, "onnx")
-            program = torch.onnx.export(exported, dynamo=True, verbose=False, optimize=True)
+            program = _convert(exported)
     except Exception as exc:  # noqa: BLE001 - any export failure is a fallback with the exporter's reason
         raise Fallback(exporter_reason(exc), seen) from None
     proto = program.model_proto
