@@ -11,7 +11,7 @@ from typing import Any
 
 import torch
 
-from . import backends, generalize, serialize, state
+from . import backends, generalize, hints, serialize, state
 from .backends.base import Built, Fallback, Unavailable, first_line, timed_runs
 from .backends.table import ROUND_TRIP_MODES
 from .compare import Tolerance, compare
@@ -125,6 +125,7 @@ def _check(
     if changed:
         for rec in records:
             rec.notes.append(changed)
+    hints.explain(records)  # reasons end with the fix where the cause is known
     return records, reference
 
 

@@ -1,0 +1,112 @@
+"""Known causes of fallbacks and divergences, and the fix for each: one table, one row per cause.
+
+A record's reason says what went wrong in torch's words; where the cause is known, the reason then ends
+with ``; fix: ...``. Rows are tried in order and the first that matches gives the fix (a DynamicCache
+output is also "not a tensor", but its fix is more specific). The TorchScript-only row looks across the
+records of one check: a trace that fell back while ``export`` or ``onnx`` passed on the same model.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+
+from .backends.table import TRACE_MODES
+from .record import Record
+
+# Modes whose failure is TorchScript's alone: a torch.export-based mode may still take the model.
+TORCHSCRIPT_MODES = (*TRACE_MODES, "ipex")
+SUCCESSORS = ("export", "onnx")
+FIX = "; fix: "
+
+
+@dataclass(frozen=True)
+class Hint:
+    """A known cause: which records it can explain, how to recognise it, and the fix."""
+
+    name: str
+    statuses: tuple[str, ...]
+    pattern: str  # searched in the reason (and the TracerWarnings when ``in_warnings``)
+    fix: str
+    in_warnings: bool = False
+
+    def matches(self, rec: Record) -> bool:
+        if rec.status not in self.statuses:
+            return False
+        texts = [rec.reason or ""] + (rec.warnings if self.in_warnings else [])
+        return any(re.search(self.pattern, text) for text in texts)
+
+
+HINTS: tuple[Hint, ...] = (
+    Hint(
+        "dynamic-cache",
+        ("fallback",),
+        r"DynamicCache|Cache\(|BaseModelOutputWithPast",
+        "build the model with use_cache=False (config.use_cache=False, or use_cache=False in the inputs) so "
+        "forward() returns tensors only, not a DynamicCache",
+    ),
+    Hint(
+        "non-tensor-output",
+        ("fallback",),
+        r"Tracer cannot infer type of|Only tensors, lists, tuples of tensors|must have consistent type"
+        r"|in output, which is not a known type",
+        "return tensors only from forward() (drop the non-tensor values, or wrap the model in a Module that "
+        "returns its tensors)",
+    ),
+    Hint(
+        "data-dependent-branch-export",
+        ("fallback",),
+        r"GuardOnDataDependentSymNode|Could not guard on data-dependent expression",
+        "write the branch on a tensor's value as torch.cond(pred, true_fn, false_fn, (x,)), which torch.export "
+        "keeps as a real branch",
+    ),
+    Hint(
+        "data-dependent-branch-trace",
+        ("diverges", "mismatch"),
+        r"Converting a tensor to a Python boolean",
+        "the trace froze the branch the example took: write it as torch.cond(pred, true_fn, false_fn, (x,)) "
+        "and deploy with the export or onnx modes, which keep both branches",
+        in_warnings=True,
+    ),
+)
+
+
+def fix_for(rec: Record) -> str | None:
+    """The fix of the first known cause that explains ``rec``, or None."""
+    for hint in HINTS:
+        if hint.matches(rec):
+            return hint.fix
+    return None
+
+
+def _append(rec: Record, fix: str) -> None:
+    if rec.reason and fix not in rec.reason:
+        rec.reason = f"{rec.reason}{FIX}{fix}" if FIX not in rec.reason else f"{rec.reason}; {fix}"
+
+
+def torchscript_only(records: Iterable[Record]) -> Callable[[Record], str | None]:
+    """The cross-record row: a TorchScript mode fell back, a torch.export-based mode passed (same dtype)."""
+    passed = {(r.mode, r.dtype) for r in records if r.status == "pass"}
+
+    def fix(rec: Record) -> str | None:
+        if rec.status != "fallback" or rec.mode not in TORCHSCRIPT_MODES:
+            return None
+        ok = [mode for mode in SUCCESSORS if (mode, rec.dtype) in passed]
+        if not ok:
+            return None
+        return (
+            f"this is a TorchScript-only failure: {' and '.join(ok)} passed on this model; deploy with "
+            f"the {ok[0]} mode instead"
+        )
+
+    return fix
+
+
+def explain(records: list[Record]) -> None:
+    """End each explainable record's reason with its fix (in place); the records of one check."""
+    across = torchscript_only(records)
+    for rec in records:
+        for fix in (fix_for(rec), across(rec)):
+            if fix:
+                _append(rec, fix)
