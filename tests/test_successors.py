@@ -90,8 +90,10 @@ def test_export_of_value_dependent_control_flow_is_a_fallback_with_the_user_line
         rec = result.record("export", dtype)
         assert rec.status == "fallback"
         assert rec.reason.startswith("GuardOnDataDependentSymNode: Could not guard on data-dependent expression")
+        where = f"(at {__file__}:{_line_of(BranchOnValue, 'if y.sum()')} in forward: if y.sum() > 0:)"
         assert rec.reason.endswith(
-            f"(at {__file__}:{_line_of(BranchOnValue, 'if y.sum()')} in forward: if y.sum() > 0:)"
+            where
+            + "; fix: write the branch on a tensor's value as torch.cond(pred, true_fn, false_fn, (x,)), which torch.export keeps as a real branch"
         )
         assert "\n" not in rec.reason
 
