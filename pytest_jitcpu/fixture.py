@@ -82,7 +82,8 @@ class JitcpuChecker:
                     "fallback expected but tracing succeeded (unexpected pass): "
                     + ", ".join(f"{r.mode}/{r.dtype}" for r in unexpected)
                 )
-            pytest.fail(head + "; ".join(parts) + "\n" + format_table(result.records), pytrace=False)
+            replays = [f"\n{r.replay}" for r in problems if r.replay]  # the divergence, as code to paste
+            pytest.fail(head + "; ".join(parts) + "\n" + format_table(result.records) + "".join(replays), pytrace=False)
         if settings.fallback == "warn":
             for r in fallbacks:
                 warnings.warn(

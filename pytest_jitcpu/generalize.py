@@ -37,7 +37,7 @@ import torch
 from hypothesis import HealthCheck, Phase, Verbosity
 from hypothesis.errors import HypothesisException, Unsatisfiable
 
-from . import state, strategies
+from . import backends, replay, state, strategies
 from .backends.base import Built, captured_warnings, first_line, precision
 from .backends.table import SEARCHED_MODES, backend
 from .compare import Comparison, Tolerance, compare, leaves
@@ -288,10 +288,50 @@ def check(
     rec.status = "diverges"
     rec.counterexample = strategies.summarize(divergence.inputs)
     rec.reason = divergence.reason + _explained_by(rec.warnings)
+    rec.replay = _replay(model, batch, built, rec, tolerance, settings, found, divergence)
     result = divergence.comparison
     if result is not None:
         rec.max_abs_diff, rec.max_rel_diff, rec.worst = result.max_abs_diff, result.max_rel_diff, result.worst
         rec.atol, rec.rtol = result.atol, result.rtol
+
+
+def _replay(
+    model: torch.nn.Module,
+    batch: Inputs,
+    built: Built,
+    rec: Record,
+    tolerance: Tolerance,
+    settings: Settings,
+    found: Search,
+    divergence: Divergence,
+) -> str | None:
+    """The divergence as a snippet, checked to reproduce: the mode built on the snippet's example (the
+    same build when the example is written out exactly) must differ from eager on its counterexample."""
+    example_key = strategies.digest(batch)
+
+    def reproduces(example: Inputs, counterexample: Inputs) -> bool:
+        if strategies.digest(example) == example_key:
+            module = built
+        else:
+            with state.as_given(model):  # built from the model as given, like the mode itself
+                module = backends.build(rec.mode, model, example, rec.dtype)
+        outcome = _Evaluator(found, module, tolerance)._evaluate(counterexample, strategies.digest(counterexample))
+        return isinstance(outcome, Divergence)
+
+    tolerances = {k: v for k, v in (("atol", settings.atol), ("rtol", settings.rtol)) if v is not None}
+    try:
+        return replay.snippet(
+            batch,
+            divergence.inputs,
+            model=rec.model,
+            mode=rec.mode,
+            dtype=rec.dtype,
+            tolerances=tolerances,
+            reproduces=reproduces,
+        )
+    except Exception as exc:  # noqa: BLE001 - inputs a snippet cannot hold (a custom object) keep the summary only
+        rec.notes.append(f"no replay snippet: {first_line(exc)}")
+        return None
 
 
 def _explained_by(warnings: list[str]) -> str:

@@ -185,6 +185,10 @@ def markdown(records: list[Record], environment: dict[str, Any], comparison: str
             reason = (r.reason or "") + (f"; counterexample: {r.counterexample}" if r.counterexample else "")
             lines.append(f"| `{r.nodeid}` | {escape(r.model)} | {r.mode} | {r.dtype} | {r.status} | {escape(reason)} |")
         lines.append("")
+    for r in details:
+        if r.replay:
+            lines += [f"<details><summary>replay {escape(r.model)} {r.mode}/{r.dtype}</summary>", ""]
+            lines += ["```python", r.replay.rstrip(), "```", "", "</details>", ""]
     unserializable = [r for r in records if r.serializable is False]
     if unserializable:
         lines += ["### Not serializable (torch.jit.save / load round trip)", ""]

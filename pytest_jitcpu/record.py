@@ -34,6 +34,7 @@ class Record:
     serializable: bool | None = None
     serializable_reason: str | None = None
     counterexample: str | None = None
+    replay: str | None = None  # a diverges record's counterexample as Python that reproduces it
     compile_time_ms: float | None = None
     examples: int | None = None  # generated inputs the trace was checked on
 
