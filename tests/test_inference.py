@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import io
 import itertools
+import re
 from pathlib import Path
 
 import numpy as np
@@ -26,7 +27,7 @@ from pytest_jitcpu.backends import eager
 from pytest_jitcpu.backends import trace as trace_backend
 from pytest_jitcpu.backends.base import Built
 from pytest_jitcpu.inference import Predictor, RowError, run
-from pytest_jitcpu.inference.progress import Progress
+from pytest_jitcpu.inference.progress import Progress, percentile
 from pytest_jitcpu.settings import UsageError
 
 
@@ -320,14 +321,31 @@ def test_progress_shows_rows_rate_and_eta_on_a_terminal_only():
     terminal = _Terminal()
     bar = Progress(total=100, stream=terminal, interval=0)
     bar.update(25)
+    bar.update(12.5)  # a question-answering row's windows count as fractions of it
     bar.close()
     text = terminal.getvalue()
-    assert "25/100 rows" in text and "rows/s" in text and "ETA" in text
+    frames = [frame.strip() for frame in text.split("\r") if frame.strip()]
+    assert re.fullmatch(r"25/100 rows  25%\|.*\| [\d.]+ rows/s ETA \d\d:\d\d", frames[1]), frames
+    assert bar.rows == 37.5
+    assert text.endswith("\r")  # the line is cleared for the summary that follows
+    unknown = _Terminal()
+    bar = Progress(stream=unknown, interval=0)
+    bar.total = None
+    bar.update(7)
+    bar.close()
+    assert any(re.fullmatch(r"7 rows \[00:00, [\d.]+ rows/s\]", f.strip()) for f in unknown.getvalue().split("\r"))
     piped = io.StringIO()
     quiet_bar = Progress(total=100, stream=piped, interval=0)
     quiet_bar.update(25)
     quiet_bar.close()
-    assert piped.getvalue() == ""
+    assert piped.getvalue() == "" and quiet_bar.rows == 25
+
+
+def test_percentile_is_numpys():
+    values = [5.0, 1.0, 4.0, 2.0, 3.0, 10.0]
+    for q in (0, 50, 95, 100):
+        assert percentile(values, q) == pytest.approx(float(np.percentile(values, q)))
+    assert percentile(values, 50) == 3.5 and percentile([], 50) is None
 
 
 def test_bf16_runs_under_autocast_and_stays_close_to_fp32(folders):

@@ -1,37 +1,29 @@
-"""A progress line on a terminal (rows, rows/s, ETA), quiet when stderr is not a TTY, and latency stats."""
+"""The progress bar of ``jitcpu run`` (tqdm: rows, rows/s, ETA; silent off a TTY) and latency percentiles."""
 
 from __future__ import annotations
 
 import sys
-import time
 from collections.abc import Sequence
 from typing import TextIO
 
+import numpy
+from tqdm import tqdm
+
 
 def percentile(values: Sequence[float], q: float) -> float | None:
-    """The q-th percentile (0..100) by linear interpolation; None for no values."""
+    """The q-th percentile (0..100), numpy's linear interpolation; None for no values."""
     if not values:
         return None
-    ordered = sorted(values)
-    pos = (len(ordered) - 1) * q / 100
-    low = int(pos)
-    high = min(low + 1, len(ordered) - 1)
-    return ordered[low] + (ordered[high] - ordered[low]) * (pos - low)
+    return float(numpy.percentile(values, q))
 
 
-def duration(seconds: float) -> str:
-    seconds = max(0, round(seconds))
-    if seconds < 60:
-        return f"{seconds}s"
-    minutes, seconds = divmod(seconds, 60)
-    if minutes < 60:
-        return f"{minutes}m{seconds:02d}s"
-    hours, minutes = divmod(minutes, 60)
-    return f"{hours}h{minutes:02d}m"
+# Rows are counted in fractions (a question-answering row's windows each count as part of it): show whole rows.
+_WITH_TOTAL = "{n:.0f}/{total:.0f} rows {percentage:3.0f}%|{bar}| {rate_fmt} ETA {remaining}"
+_WITHOUT_TOTAL = "{n:.0f} rows [{elapsed}, {rate_fmt}]"
 
 
 class Progress:
-    """Redraws one line on ``stream`` at most every ``interval`` seconds; does nothing when disabled."""
+    """A tqdm bar on ``stream`` (stderr); ``enabled=None`` shows it only when the stream is a terminal."""
 
     def __init__(
         self, total: int | None = None, stream: TextIO | None = None, enabled: bool | None = None, interval: float = 0.2
@@ -40,41 +32,41 @@ class Progress:
         if enabled is None:
             enabled = bool(getattr(self.stream, "isatty", lambda: False)())
         self.enabled = enabled
-        self.total = total
         self.interval = interval
         self.rows = 0.0
-        self.start = time.perf_counter()
-        self._last = 0.0
-        self._drawn = False
+        self._total = total
+        self._bar: tqdm | None = None
+
+    @property
+    def total(self) -> int | None:
+        return self._total
+
+    @total.setter
+    def total(self, value: int | None) -> None:  # known once the input was counted
+        self._total = value
+        if self._bar is not None:
+            self._bar.total = value
+            self._bar.bar_format = _WITH_TOTAL if value else _WITHOUT_TOTAL
+
+    def _open(self) -> tqdm:
+        if self._bar is None:
+            self._bar = tqdm(
+                total=self._total,
+                file=self.stream,
+                unit=" rows",  # rate_fmt: "12.3 rows/s"
+                mininterval=self.interval,
+                leave=False,  # the run's summary line replaces it
+                dynamic_ncols=True,
+                bar_format=_WITH_TOTAL if self._total else _WITHOUT_TOTAL,
+            )
+        return self._bar
 
     def update(self, rows: float) -> None:
         self.rows += rows
-        if not self.enabled:
-            return
-        now = time.perf_counter()
-        if now - self._last < self.interval:
-            return
-        self._last = now
-        self._draw(now)
-
-    def _draw(self, now: float) -> None:
-        elapsed = max(now - self.start, 1e-9)
-        rate = self.rows / elapsed
-        rows = round(self.rows)  # a question-answering row's windows count as fractions of it
-        text = f"{rows} rows"
-        if self.total:
-            done = min(self.rows / self.total, 1.0)
-            filled = int(done * 20)
-            eta = max(self.total - self.rows, 0) / rate if rate > 0 else 0
-            text = f"[{'#' * filled}{'.' * (20 - filled)}] {rows}/{self.total} rows {done:4.0%}"
-            text += f"  {rate:.1f} rows/s  ETA {duration(eta)}"
-        else:
-            text += f"  {rate:.1f} rows/s"
-        self.stream.write("\r" + text + "\033[K")
-        self.stream.flush()
-        self._drawn = True
+        if self.enabled:
+            self._open().update(rows)
 
     def close(self) -> None:
-        if self.enabled and self._drawn:
-            self.stream.write("\r\033[K")
-            self.stream.flush()
+        if self._bar is not None:
+            self._bar.close()
+            self._bar = None
