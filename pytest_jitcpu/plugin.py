@@ -112,6 +112,7 @@ SESSION = pytest.StashKey[Session]()
 CHECKER = pytest.StashKey["JitcpuChecker"]()
 SETTINGS = pytest.StashKey[Settings]()  # a marked test's settings, parsed in its setup
 PLUGIN_NAME = "jitcpu-session"
+HTML_PLUGIN_NAME = "jitcpu-html"
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -139,9 +140,18 @@ def pytest_configure(config: pytest.Config) -> None:
     config.stash[SESSION] = session  # workers read the settings from here
     if not hasattr(config, "workerinput"):  # reports are merged and written on the controller only
         config.pluginmanager.register(session, PLUGIN_NAME)
+    # pytest-html's hook specs exist only when it is installed; workers need the hooks too (the
+    # per-test table is made where the test ran and travels as an extra on its report).
+    if config.pluginmanager.hasplugin("html") and getattr(config.option, "htmlpath", None):
+        from .html import HtmlHooks
+
+        config.pluginmanager.register(HtmlHooks(lambda: session.records), HTML_PLUGIN_NAME)
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
+    html = config.pluginmanager.get_plugin(HTML_PLUGIN_NAME)
+    if html is not None:
+        config.pluginmanager.unregister(html)
     session = config.stash.get(SESSION, None)
     if session is not None:
         del config.stash[SESSION]
