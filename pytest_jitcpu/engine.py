@@ -11,7 +11,7 @@ from typing import Any
 
 import torch
 
-from . import backends, generalize, hints, serialize, state
+from . import backends, generalize, hints, profiles, serialize, state
 from .backends.base import Built, Fallback, Unavailable, first_line, timed_runs
 from .backends.table import ROUND_TRIP_MODES
 from .compare import Tolerance, compare
@@ -126,6 +126,11 @@ def _check(
         for rec in records:
             rec.notes.append(changed)
     hints.explain(records)  # reasons end with the fix where the cause is known
+    searched = profiles.note(settings)
+    if searched:
+        for rec in records:
+            if rec.examples is not None:
+                rec.notes.append(searched)
     return records, reference
 
 

@@ -233,6 +233,8 @@ def search(strategy: Any, evaluate: Any, settings: Settings) -> Divergence | Non
         if isinstance(outcome, Divergence):
             raise _Diverged(outcome)
 
+    if settings.seed is not None and not settings.derandomize:
+        generalizes = hypothesis.seed(settings.seed)(generalizes)  # --hypothesis-seed (profiles.py)
     try:
         generalizes()
     except _Diverged as exc:

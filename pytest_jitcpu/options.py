@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
@@ -163,7 +164,12 @@ def session_settings(config: pytest.Config) -> Settings:
     """Settings from command line > environment > ini > default (markers are applied per test)."""
     values = {opt.name: resolve(config, opt.name, opt.parse) for opt in OPTIONS}
     given = {name: value for name, value in values.items() if value is not None}
-    return replace(Settings(), **given, ipex=ipex_requested(config))
+    settings = replace(Settings(), **given, ipex=ipex_requested(config))
+    if "hypothesis" not in sys.modules:  # Hypothesis' plugin imports it only when a --hypothesis-* option is given
+        return settings
+    from .profiles import from_hypothesis  # unset examples/derandomize follow Hypothesis' profile and seed
+
+    return from_hypothesis(settings, set(given), config.getoption("hypothesis_seed", None))
 
 
 def ipex_requested(config: pytest.Config) -> bool:

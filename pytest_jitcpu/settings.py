@@ -132,6 +132,10 @@ class Settings:
     derandomize: bool = True
     serialize: bool = True
     extra: dict = field(default_factory=dict)
+    # Set by profiles.from_hypothesis: the search's seed, and which fields came from Hypothesis' profile/seed.
+    seed: Any = None
+    profile: str | None = None
+    from_hypothesis: frozenset[str] = frozenset()
 
     def updated(self, source: str = "{key}", **changes: object) -> Settings:
         """A copy with the given fields parsed and replaced (unknown names are usage errors).
@@ -145,7 +149,7 @@ class Settings:
             if key not in PARSERS:
                 raise UsageError(f"unknown setting {key!r}; choose from {', '.join(PARSERS)}")
             parsed[key] = PARSERS[key](value, source.format(key=key))
-        return replace(self, **parsed)
+        return replace(self, **parsed, from_hypothesis=self.from_hypothesis - parsed.keys())
 
 
 # How each Settings field is parsed from a user's value: the marker, check(**overrides), the command

@@ -1,0 +1,96 @@
+"""The divergence search follows Hypothesis' settings profiles and --hypothesis-seed where the jitcpu
+options are not set, and its records say so (pytester runs with a conftest registering profiles)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from plugin_runs import load_json, records_by_test, run
+
+CONFTEST = """
+from hypothesis import settings
+
+settings.register_profile("three", max_examples=3)
+settings.register_profile("random", derandomize=False)
+"""
+
+SUITE = """
+import json
+import random
+import os
+
+import pytest
+import torch
+
+import tiny_models as tm
+
+DRAWS = []
+
+
+def generate(rng: random.Random):
+    value = rng.random()
+    DRAWS.append(value)
+    return {"x": torch.full((2, 4), value)}
+
+
+def test_search(jitcpu):
+    jitcpu.check(tm.TinyMLP(), {"x": tm.features()}, modes=["trace-dict"], dtypes=["fp32"], generate=generate)
+    with open(os.environ["DRAWS_FILE"], "a", encoding="utf-8") as f:
+        f.write(json.dumps(DRAWS) + "\\n")
+"""
+
+
+@pytest.fixture
+def suite(jitcpu_pytester: pytest.Pytester) -> pytest.Pytester:
+    jitcpu_pytester.makeconftest(CONFTEST)
+    jitcpu_pytester.makepyfile(test_suite=SUITE)
+    return jitcpu_pytester
+
+
+def _run(suite: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, name: str, *args: str) -> tuple[dict, list[float]]:
+    draws = suite.path / f"{name}.draws"
+    monkeypatch.setenv("DRAWS_FILE", str(draws))
+    # fast=False: run()'s fast flags set --jitcpu-examples, which would win over any profile
+    result = run(suite, "--jitcpu-serialize=false", f"--jitcpu-report={name}.json", *args, fast=False)
+    result.assert_outcomes(passed=1)
+    (rec,) = [r for r in records_by_test(load_json(suite.path / f"{name}.json"))["test_search"] if r["mode"] != "eager"]
+    (line,) = draws.read_text(encoding="utf-8").splitlines()
+    return rec, json.loads(line)
+
+
+def test_profiles_and_seed_drive_the_search_unless_jitcpu_options_are_set(
+    suite: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    default, default_draws = _run(suite, monkeypatch, "default")
+    assert default["status"] == "pass" and len(default_draws) == 10
+    assert not any("Hypothesis" in n for n in default["notes"])  # jitcpu's own settings: nothing to say
+
+    three, three_draws = _run(suite, monkeypatch, "three", "--hypothesis-profile=three")
+    assert len(three_draws) == 3
+    assert (
+        "generated inputs: max_examples=3 from Hypothesis profile 'three', derandomize=False from Hypothesis "
+        "profile 'three' (set --jitcpu-examples / --jitcpu-derandomize to override)"
+    ) in three["notes"]
+
+    # a jitcpu option wins over the profile; the note names only what still came from Hypothesis
+    half, half_draws = _run(suite, monkeypatch, "half", "--hypothesis-profile=three", "--jitcpu-examples=5")
+    assert len(half_draws) == 5
+    (said,) = [n for n in half["notes"] if "Hypothesis" in n]
+    assert said.startswith("generated inputs: derandomize=False from Hypothesis profile 'three' (")
+
+    # a seed gives its own stream, the same for the same seed (derandomized by default: fixed draws)
+    seed1, seed1_draws = _run(suite, monkeypatch, "seed1", "--hypothesis-seed=1")
+    _, seed1_again = _run(suite, monkeypatch, "seed1b", "--hypothesis-seed=1")
+    _, seed2_draws = _run(suite, monkeypatch, "seed2", "--hypothesis-seed=2")
+    assert seed1_draws == seed1_again
+    assert seed1_draws not in (seed2_draws, default_draws)
+    assert (
+        "generated inputs: derandomize=False from --hypothesis-seed, seed=1 from --hypothesis-seed "
+        "(set --jitcpu-examples / --jitcpu-derandomize to override)"
+    ) in seed1["notes"]
+
+    # a profile that does not derandomize: not the fixed draws
+    rand, rand_draws = _run(suite, monkeypatch, "random", "--hypothesis-profile=random")
+    assert rand_draws != default_draws and len(rand_draws) == 10
+    assert any("derandomize=False from Hypothesis profile 'random'" in n for n in rand["notes"])
