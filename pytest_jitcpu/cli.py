@@ -277,7 +277,13 @@ def _run(args: argparse.Namespace) -> int:
 
 def _check(args: argparse.Namespace) -> int:
     from .inference import check_model
+    from .report import path_problem
     from .settings import parse_tolerance
+
+    for path in args.report:  # as the plugin's --jitcpu-report: refused before the model loads
+        problem = path_problem(path)
+        if problem:
+            raise _usage(f"--report: {problem}")
 
     for path in args.report:
         if not path.endswith((".json", ".md")):

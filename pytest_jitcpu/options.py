@@ -27,7 +27,6 @@ from .settings import (
     UsageError,
     parse_flag,
     parse_modes,
-    unwritable,
 )
 
 MARKER_KWARGS = ("modes", "dtypes", "atol", "rtol", "fallback", "examples")
@@ -184,12 +183,12 @@ def _report_list(value: str | list[str], source: str) -> list[str]:
 
 def report_paths(config: pytest.Config) -> list[str]:
     paths = list(resolve(config, "report", _report_list) or [])
+    from .report import path_problem
+
     for path in paths:
-        if not path.endswith((".json", ".md")):
-            raise UsageError(f"--jitcpu-report: {path!r} must end in .json or .md")
-        problem = unwritable(path)
+        problem = path_problem(path)
         if problem:
-            raise UsageError(f"--jitcpu-report: cannot write {path!r}: {problem}")
+            raise UsageError(f"--jitcpu-report: {problem}")
     return paths
 
 

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from .record import Record
-from .settings import DTYPES, MODES, STATUSES
+from .settings import DTYPES, MODES, STATUSES, unwritable
 
 SCHEMA = "jitcpu-report/1"
 REPORT_SUFFIXES = (".json", ".md")
@@ -23,6 +23,14 @@ _ICONS = {
     "unavailable": "n/a",
     "error": "ERROR",
 }
+
+
+def path_problem(path: str | Path) -> str | None:
+    """Why a report cannot be written at ``path`` (checked before any work, by the plugin and the CLI)."""
+    if not str(path).endswith(REPORT_SUFFIXES):
+        return f"{str(path)!r} must end in .json or .md"
+    problem = unwritable(str(path))
+    return f"cannot write {str(path)!r}: {problem}" if problem else None
 
 
 def sort_records(records: Iterable[Record]) -> list[Record]:
