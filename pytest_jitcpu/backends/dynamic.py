@@ -125,6 +125,8 @@ def _dynamism(exported: Any, inputs: Inputs, dims: dict[Any, dict[int, str]], la
                 static.setdefault(name, int(size.node.expr) if isinstance(size, torch.SymInt) else int(size))
     parts = ["dynamic " + ", ".join(f"{name}{rng}" for name, rng in dynamic.items())] if dynamic else []
     parts += [f"{name} specialized to {size}" for name, size in static.items() if name not in dynamic]
+    if not any("batch" in axes.values() for axes in dims.values()):
+        parts.append("batch static (the inputs share no batch size > 1)")
     return f"{label}: " + "; ".join(parts) if parts else f"{label}: static shapes"
 
 
