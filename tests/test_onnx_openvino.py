@@ -12,6 +12,7 @@ import ast
 import json
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -56,6 +57,19 @@ class IntOutput(torch.nn.Module):
 
     def forward(self, x: torch.Tensor) -> dict[str, Any]:
         return {"y": self.lin(x), "n": 3}
+
+
+class Warns(torch.nn.Module):
+    """Warns from its own forward(): that warning belongs in the record, the exporter's chatter does not."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.lin = torch.nn.Linear(4, 4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        warnings.warn("the model's own warning", UserWarning, stacklevel=1)
+        return self.lin(x)
 
 
 class Nested(torch.nn.Module):
@@ -344,3 +358,12 @@ def test_onnx_notes_say_what_stayed_static() -> None:
     assert built.notes == ["onnx: dynamic seq; batch static (the inputs share no batch size > 1)"]
     longer = normalize(tm.text_batch(batch=1, length=11))
     assert built.run(longer)["logits"].shape == (1, 11, 3)  # the sequence really is dynamic in the ONNX model
+
+
+def test_the_exporters_warnings_are_captured_and_the_models_own_kept() -> None:
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # as under a user's filterwarnings = error
+        built = onnx.build(Warns(), normalize((tm.features(),)), "fp32")
+    assert built.warnings == [
+        f"UserWarning: the model's own warning ({__file__}:{Warns.forward.__code__.co_firstlineno + 1})"
+    ]

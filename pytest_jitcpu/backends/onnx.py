@@ -60,19 +60,33 @@ def unavailable_reason() -> str | None:
     return None
 
 
-def _exporter_dirs() -> tuple[str, ...]:
-    """Where the exporter's own code lives (torch, onnx, onnxscript, onnx_ir, the standard library)."""
-    dirs = [sysconfig.get_paths()["stdlib"]]
+def _exporter_dirs() -> tuple[tuple[str, ...], str, tuple[str, ...]]:
+    """Where the exporter's own code lives: its packages (torch, onnx, onnxscript, onnx_ir, onnxruntime),
+    the standard library, and the site-packages folders (which may sit inside the standard library's)."""
+    packages = []
     for name in ("torch", "onnx", "onnxscript", "onnx_ir", "onnxruntime"):
         module = sys.modules.get(name)
         if module is not None and getattr(module, "__file__", None):
-            dirs.append(os.path.dirname(module.__file__))
-    return tuple(d.rstrip(os.sep) + os.sep for d in dirs)
+            packages.append(os.path.dirname(module.__file__))
+    paths = sysconfig.get_paths()
+    site = (_folder(paths["purelib"]), _folder(paths["platlib"]))
+    return tuple(map(_folder, packages)), _folder(paths["stdlib"]), site
 
 
-def _from_model_code(dirs: tuple[str, ...]) -> Callable[[warnings.WarningMessage], bool]:
+def _folder(path: str) -> str:
+    return path.rstrip(os.sep) + os.sep
+
+
+def _from_model_code(dirs: tuple[tuple[str, ...], str, tuple[str, ...]]) -> Callable[[warnings.WarningMessage], bool]:
     """Keep the warnings raised from the model's code (transformers' too), not the exporter's chatter."""
-    return lambda w: not str(w.filename).startswith(dirs)
+    packages, stdlib, site = dirs
+
+    def keep(w: warnings.WarningMessage) -> bool:
+        name = str(w.filename)
+        in_stdlib = name.startswith(stdlib) and not name.startswith(site)
+        return not name.startswith(packages) and not in_stdlib
+
+    return keep
 
 
 def session_options(threads: int) -> Any:
