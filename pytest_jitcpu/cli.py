@@ -120,7 +120,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="plain text (a row a line), .csv/.tsv with a 'text' column, or .jsonl objects with 'text' "
         "('question' + 'context' for question answering); an 'id' is copied to the output; '-' is stdin",
     )
-    run.add_argument("--output", required=True, metavar="FILE", help=".jsonl (one object per row), or .npy embeddings")
+    run.add_argument(
+        "--output", default=None, metavar="FILE", help=".jsonl (one object per row, in input order), or .npy embeddings"
+    )
     run.add_argument(
         "--mode",
         choices=RUN_MODES,
@@ -161,6 +163,26 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--normalize", action=argparse.BooleanOptionalAction, default=None, help="L2-normalize embeddings")
     run.add_argument("--summary", default=None, metavar="PATH", help="also write the run's summary as JSON")
     run.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None, help="default: on a TTY")
+    ray = run.add_argument_group("Ray (pip install 'pytest-jitcpu[ray]')")
+    ray.add_argument(
+        "--ray",
+        nargs="?",
+        const="",
+        default=None,
+        metavar="ADDRESS",
+        help="run on Ray Data: the cluster at ADDRESS (host:6379, auto, ray://host:10001), else RAY_ADDRESS, else "
+        "a new local cluster; --input may then be a folder or a glob, and Parquet",
+    )
+    ray.add_argument(
+        "--actors",
+        type=_positive,
+        default=None,
+        help="Ray actors, each with --threads CPUs (default: as many as the cluster's CPUs allow)",
+    )
+    ray.add_argument("--shards", default=None, metavar="DIR", help="also (or instead of --output) write shards to DIR")
+    ray.add_argument(
+        "--shard-format", choices=("jsonl", "parquet"), default="jsonl", help="shard files (default jsonl)"
+    )
     # The guide's Trainer / run_qa.py flags, so its command lines translate.
     run.add_argument("--jit_mode_eval", action="store_true", help="alias: --mode trace")
     run.add_argument("--use_ipex", action="store_true", help="alias: --mode ipex")
@@ -235,7 +257,13 @@ def _run(args: argparse.Namespace) -> int:
 
     if args.summary == "-":
         raise _usage("--summary: give a file name (standard output is for --output -)")
+    if args.ray is None and (args.actors or args.shards):
+        raise _usage(f"{'--actors' if args.actors else '--shards'} needs --ray")
     _check_outputs(args.input, (("--output", args.output), ("--summary", args.summary)))
+    if args.ray is not None:
+        from .inference import cluster  # imports Ray: a usage error naming the extra when it is missing
+
+        return cluster.cli_run(args, _model(args), _mode(args), _dtype(args))
     predictor = Predictor(
         _model(args),
         args.task,
@@ -316,6 +344,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.command == "run" and args.output is None and not (args.ray is not None and args.shards):
+        parser.error("the following arguments are required: --output (or --shards DIR with --ray)")
     from .settings import UsageError
 
     try:

@@ -22,6 +22,16 @@ THREADS = int(os.environ["OMP_NUM_THREADS"])
 torch.set_num_threads(THREADS)
 
 TINY_MODELS = Path(__file__).with_name("tiny_models.py")
+RAY_TESTS = Path(__file__).resolve().with_name("ray")
+
+
+def pytest_ignore_collect(collection_path: Path, config: pytest.Config) -> bool | None:
+    """tests/ray starts a real Ray cluster (minutes): it runs in the tox env ``ray``
+    (PYTEST_JITCPU_TESTS_NEED_RAY=1) or when named on the command line, not in the default run."""
+    if collection_path.resolve() != RAY_TESTS or os.environ.get("PYTEST_JITCPU_TESTS_NEED_RAY") == "1":
+        return None
+    named = any(Path(arg.split("::")[0]).resolve().is_relative_to(RAY_TESTS) for arg in config.args)
+    return None if named else True
 
 
 @pytest.fixture(autouse=True)

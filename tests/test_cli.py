@@ -282,3 +282,16 @@ def test_check_report_naming_the_input_or_a_bad_suffix_is_refused(texts, tmp_pat
     assert main(["check", "--input", str(texts), "--report", str(link)]) == 2
     assert f"--report {link} is the input file" in capsys.readouterr().err
     assert texts.read_bytes() == before
+
+
+def test_ray_flags_without_ray_or_output_are_usage_errors(texts, tmp_path, capsys):
+    """Checked before Ray is imported or a cluster started (the Ray runs themselves are in tests/ray)."""
+    out = str(tmp_path / "o.jsonl")
+    assert main(["run", "--input", str(texts), "--output", out, "--actors", "2"]) == 2
+    assert "--actors needs --ray" in capsys.readouterr().err
+    assert main(["run", "--input", str(texts), "--output", out, "--shards", str(tmp_path / "s")]) == 2
+    assert "--shards needs --ray" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exc:
+        main(["run", "--input", str(texts), "--ray"])
+    assert exc.value.code == 2 and "--output (or --shards DIR with --ray)" in capsys.readouterr().err
+    assert not (tmp_path / "o.jsonl").exists() and not (tmp_path / "s").exists()

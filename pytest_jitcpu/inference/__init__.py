@@ -45,6 +45,10 @@ def run(
     output: str | Path | None = None,
     input_format: str | None = None,
     progress: bool | None = None,
+    ray: bool | str | None = None,
+    actors: int | None = None,
+    shards: str | Path | None = None,
+    shard_format: str = "jsonl",
     **options: Any,
 ) -> Result:
     """Run MODEL (a local folder; None or "default" = the embedded all-MiniLM-L6-v2) on ``rows`` (str, dicts)
@@ -53,7 +57,34 @@ def run(
 
     Without ``output`` the outputs are kept and returned in input order; with ``output`` (.jsonl, or .npy
     for embeddings) they are streamed there and ``Result.outputs`` stays empty, so memory stays flat.
+
+    ``ray=True`` (a new local cluster, or the one in RAY_ADDRESS) or ``ray="host:6379"`` / ``"ray://..."``
+    runs the job on Ray Data: ``input`` is a file, a folder or a glob (text, CSV, JSONL, Parquet); results go
+    to ``output`` (merged, in input order) and/or ``shards`` (a new folder of ``shard_format`` files: jsonl
+    or parquet); ``actors`` (default: the cluster's CPUs / ``threads``) each run ``threads`` (default 1)
+    torch threads. ``Result.summary`` then also says the layout. See :mod:`.cluster`.
     """
+    if ray not in (None, False):
+        if input is None or rows is not None:
+            raise ValueError("ray= runs on files: give input= (a file, a folder or a glob), not rows=")
+        from . import cluster
+
+        summary = cluster.run(
+            model,
+            task,
+            input,
+            output,
+            address=None if ray is True else str(ray),
+            actors=actors,
+            shards=shards,
+            shard_format=shard_format,
+            input_format=input_format,
+            progress=progress,
+            **options,
+        )
+        return Result([], summary, None)
+    if actors is not None or shards is not None:
+        raise ValueError("actors= and shards= need ray=")
     if (rows is None) == (input is None):
         raise ValueError("give exactly one of rows= (Python values) or input= (a file)")
     predictor = Predictor(model, task, **options)

@@ -4,6 +4,7 @@ per-row outputs in input order. The command line and the Python API both use :cl
 
 from __future__ import annotations
 
+import itertools
 import sys
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -263,6 +264,18 @@ class Predictor:
             return cache_module.key(self.loaded.path, settings)
         except OSError:
             return None  # an unreadable model file: no cache, the choice runs in full
+
+    def decide(self, items: Iterable[Any]) -> selection.Decision:
+        """Choose the mode on a sample of rows without running them (the Ray driver decides once, then
+        hands the mode to its actors); later calls to :meth:`stream` use this decision."""
+        window = [r for r in itertools.islice(rows.from_iterable(items, self.loaded.task), self.window) if r.ok]
+        features = self.task.encode(window).features
+        if not features:
+            raise UsageError("no usable row in the input's first rows to choose a mode on")
+        with models.quiet_transformers():
+            self._choose(features)
+        assert self.decision is not None
+        return self.decision
 
     # -- the loop ------------------------------------------------------------------------------------
     def _bad(self, row: rows.Row, reason: str, summary: Summary) -> None:
