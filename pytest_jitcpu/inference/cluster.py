@@ -465,8 +465,9 @@ def cli_run(args: Any, model: str | None, mode: str, dtype: str) -> int:
     for note in summary.notes():
         _stderr(note)
     if args.summary:
-        Path(args.summary).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.summary).write_text(json.dumps(summary.to_json(), indent=2) + "\n", encoding="utf-8")
+        from ..atomic import write_text
+
+        write_text(args.summary, json.dumps(summary.to_json(), indent=2) + "\n")
     _stderr(f"jitcpu run: {summary.line()}")
     for target in (args.output, summary.shards):
         if target:
