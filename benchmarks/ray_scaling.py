@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -69,18 +70,18 @@ def start_cluster(work: Path) -> tuple[subprocess.Popen, str, dict[str, str]]:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
     cmd = [ray, "start", "--head", "--block", "--num-cpus", "2", "--include-dashboard", "false"]
-    cmd += ["--port", str(port), "--node-ip-address", "127.0.0.1", "--temp-dir", str(work / "ray")]
+    cmd += ["--port", str(port), "--temp-dir", str(work / "ray")]
     with open(work / "ray-start.log", "w") as log:  # the head keeps its own copy of the handle
         head = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
-    address = f"127.0.0.1:{port}"
-    probe_cmd = [sys.executable, "-c", f"import ray; ray.init(address={address!r}); print(ray.cluster_resources())"]
     deadline = time.monotonic() + 180
     while time.monotonic() < deadline:
+        text = (work / "ray-start.log").read_text(encoding="utf-8", errors="replace")
         if head.poll() is not None:
-            raise SystemExit(f"ray start failed: {(work / 'ray-start.log').read_text()[-2000:]}")
-        if subprocess.run(probe_cmd, capture_output=True, env=env, check=False).returncode == 0:
-            return head, address, env
-        time.sleep(2)
+            raise SystemExit(f"ray start failed: {text[-2000:]}")
+        found = re.search(r"ray start --address='([^']+)'", text)  # the head's own IP and our port
+        if found:
+            return head, found.group(1), env
+        time.sleep(1)
     stop_cluster(head)
     raise SystemExit("the Ray head did not come up within 180 s")
 

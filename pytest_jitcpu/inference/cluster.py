@@ -93,6 +93,11 @@ class InferActor:
         self.task = task
         self.with_file = "file" in schema.names
         self.expected = f"{display(mode)}/{dtype}"
+        if "+" in mode:
+            # a variant of a mode (the oneDNN-fused trace) is no --mode value: it is verified against eager
+            # as an explicit candidate, and kept unless eager is faster on this actor
+            options = {**options, "candidates": [display(mode)]}
+            mode = "auto"
         self.predictor = Predictor(model, task, mode=mode, dtype=dtype, threads=threads, log=_stderr, **options)
         self.reported: tuple[str, str | None] | None = None
 
@@ -310,7 +315,7 @@ def _run(
         source = ray.data.read_datasource(raydata.RowSource(files, driver.loaded.task, input_format), num_cpus=0)
         total = source.count()
         sample = raydata.to_rows(source.take(driver.window))
-        decision = driver.decide(sample)
+        decision = driver.decide(sample, expected_rows=total)
         ids = [r.id for r in sample if r.id is not None]
         id_type = pa.int64() if all(isinstance(v, int) and not isinstance(v, bool) for v in ids) else pa.string()
         schema = raydata.output_schema(driver.loaded.task, id_type, with_file=len(files) > 1)

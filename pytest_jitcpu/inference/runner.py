@@ -265,15 +265,17 @@ class Predictor:
         except OSError:
             return None  # an unreadable model file: no cache, the choice runs in full
 
-    def decide(self, items: Iterable[Any]) -> selection.Decision:
-        """Choose the mode on a sample of rows without running them (the Ray driver decides once, then
-        hands the mode to its actors); later calls to :meth:`stream` use this decision."""
+    def decide(self, items: Iterable[Any], expected_rows: int | None = None) -> selection.Decision:
+        """Choose the mode on a sample of rows (the Ray driver decides once, then hands the mode to its
+        actors); ``expected_rows``: rows in the whole input, which scales auto's effort as in one run."""
         window = [r for r in itertools.islice(rows.from_iterable(items, self.loaded.task), self.window) if r.ok]
         features = self.task.encode(window).features
         if not features:
             raise UsageError("no usable row in the input's first rows to choose a mode on")
+        if expected_rows is not None:
+            self.expected_rows = expected_rows
         with models.quiet_transformers():
-            self._choose(features)
+            self._choose(features, batching.length_batches(features, self.batch_size))
         assert self.decision is not None
         return self.decision
 
