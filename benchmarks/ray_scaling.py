@@ -64,7 +64,9 @@ def machine() -> dict[str, Any]:
 def start_cluster(work: Path) -> tuple[subprocess.Popen, str, dict[str, str]]:
     """``ray start --head --block`` on loopback with 2 CPUs, in its own process group (stopped by
     :func:`stop_cluster`, never with ``ray stop``, which would stop every Ray on a shared machine)."""
-    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0"}
+    # Token auth off for this loopback cluster: its token lives in ~/.ray/auth_token, which other people's
+    # clusters on a shared machine (same user) rewrite. A real cluster keeps it on (see the README).
+    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "disabled"}
     ray = shutil.which("ray", path=str(Path(sys.executable).parent)) or "ray"
     with socket.socket() as probe:  # a free port: other people's clusters on this machine keep theirs
         probe.bind(("127.0.0.1", 0))
