@@ -313,9 +313,12 @@ def in_process(texts: list[str], args: argparse.Namespace, native_bf16: bool) ->
 
 
 def _all_candidates() -> str:
+    """Every mode auto can try, listed (so none is cut by the budget), and the deployment runtimes."""
+    from pytest_jitcpu.backends import table
     from pytest_jitcpu.inference import selection
 
-    return ",".join(selection.display(m) for m in selection.auto_modes())
+    modes = list(selection.auto_modes()) + [m for m in ("onnx", "openvino") if m in table.MODES]
+    return ",".join(dict.fromkeys(selection.display(m) for m in modes))
 
 
 # -- report ---------------------------------------------------------------------------------------------
@@ -340,8 +343,9 @@ def markdown(result: dict[str, Any]) -> str:
             f"({r['auto_setup_share']:.0%}) | {r['auto_choice_s']:.2f} | {r['auto_mode']} | {r['auto_cosine_to_eager']:.6f} | {r['st_cosine_to_eager']:.6f} |"
         )
     speedups = [r["speedup"] for r in result["processes"]["repeats"]]
-    lines += ["", f"Median speed-up {statistics.median(speedups):.2f}x. auto's decision (last repeat):", "", "```"]
-    lines += result["processes"]["repeats"][-1]["log"] + ["```", ""]
+    if speedups:
+        lines += ["", f"Median speed-up {statistics.median(speedups):.2f}x. auto's decision (last repeat):", "", "```"]
+        lines += result["processes"]["repeats"][-1]["log"] + ["```", ""]
     ip = result["in_process"]
     lines += [
         f"### In one process: the mode auto picks vs hand-written loops ({a['rounds']} interleaved rounds)",
@@ -368,6 +372,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3, help="whole-process pairs")
     parser.add_argument("--rounds", type=int, default=3, help="in-process rounds over the corpus")
     parser.add_argument("--no-in-process", action="store_true")
+    parser.add_argument("--no-processes", action="store_true", help="only the in-process part")
     parser.add_argument("--results", default=str(HERE / "results"))
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -387,7 +392,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="jitcpu-auto-st-") as tmp:
         text = Path(tmp) / "real.txt"
         text.write_text("\n".join(texts) + "\n", encoding="utf-8")
-        result["processes"] = whole_processes(text, Path(tmp), args)
+        result["processes"] = {"repeats": []} if args.no_processes else whole_processes(text, Path(tmp), args)
     result["in_process"] = (
         {"rows": {}, "fastest_hand": None} if args.no_in_process else in_process(texts, args, info["native_bf16"])
     )

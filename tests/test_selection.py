@@ -123,7 +123,10 @@ def test_a_few_dozen_rows_build_nothing_but_eager(model, monkeypatch):
 def test_a_large_input_pays_for_trying_the_candidates(model, monkeypatch):
     """The same window, but the input is known to be 100000x longer: the budget covers the candidates."""
     monkeypatch.setattr(environment, "native_bf16", lambda: False)
+    # the default (budgeted) candidates, without the exports that take a minute on 2 busy cores
+    monkeypatch.setattr(selection, "auto_modes", lambda: ("eager", "trace-dict", "trace-dict+onednn"))
     p = Predictor(model, "feature-extraction", batch_size=4, log=quiet)
+    assert not p.explicit_candidates
     p.expected_rows = 100_000 * len(TEXTS)
     p.predict(TEXTS)
     statuses = {c.name: c.status for c in p.decision.candidates}

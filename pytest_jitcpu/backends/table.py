@@ -134,6 +134,7 @@ BACKENDS: tuple[Backend, ...] = (
         extra="onnx",
         install="pip install 'pytest-jitcpu[onnx]'",
         program="ONNX model",
+        auto=True,
     ),
     Backend(
         "openvino",
@@ -151,6 +152,7 @@ BACKENDS: tuple[Backend, ...] = (
         extra="openvino",
         install="pip install 'pytest-jitcpu[openvino]'",
         program="OpenVINO model",
+        auto=True,
     ),
 )
 
