@@ -39,7 +39,7 @@ AUTO_CANDIDATES: tuple[str, ...] = table.AUTO_CANDIDATES
 NOT_IN_AUTO: dict[str, str] = table.NOT_IN_AUTO
 MIN_GAIN = 1.03  # a mode other than the baseline must be at least 3% faster: less is timing noise
 TIMING_BATCHES = 3
-SELECT_SHARE = 0.10  # of the estimated eager run time, what choosing may cost (load and imports come on top)
+SELECT_SHARE = 0.15  # of the estimated eager run time, what choosing may cost (load and imports come on top)
 FUSION = "onednn"  # the TorchScript variant with oneDNN Graph (LLGA) fusion: `trace+onednn`
 # Expected cost of building a mode and warming it up, in eager forward passes of a reference batch of
 # REFERENCE_TOKENS padded tokens (32 rows x 128), the first batch's eager time per token times that.
