@@ -145,19 +145,11 @@ class ClusterSummary(Summary):
     first_output_s: float | None = None  # when the first block of results reached the driver
     first_rows: int = 0  # rows in that block
 
-    @property
-    def steady_rows_per_s(self) -> float | None:
-        """Throughput once results flow (after the cluster, the actors' model load and mode checks)."""
-        if self.first_output_s is None or self.wall_s <= self.first_output_s:
-            return None
-        return (self.rows - self.first_rows) / (self.wall_s - self.first_output_s)
-
     def line(self) -> str:
         counts = f"{self.ok} ok" + (f", {self.skipped} skipped" if self.skipped else "")
         text = f"{self.rows} rows ({counts}) in {self.wall_s:.1f} s: {self.rows_per_s:.1f} rows/s"
-        steady = self.steady_rows_per_s
-        if steady is not None and self.first_output_s is not None:
-            text += f" ({steady:.1f} rows/s once results flowed, from {self.first_output_s:.1f} s)"
+        if self.first_output_s is not None:
+            text += f" (first results after {self.first_output_s:.1f} s)"
         text += f"; mode {self.mode}/{self.dtype}"
         fell = [a for a in self.actor_modes if a["mode"] != f"{self.mode}/{self.dtype}"]
         if fell:
@@ -179,7 +171,6 @@ class ClusterSummary(Summary):
             repeats_dropped=self.repeats_dropped,
             shards=self.shards,
             first_output_s=self.first_output_s,
-            steady_rows_per_s=self.steady_rows_per_s,
         )
         return out
 
