@@ -77,7 +77,10 @@ def _model_args(p: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from .inference.selection import AUTO_CANDIDATES, NOT_IN_AUTO, RUN_MODES
+    # From the backends table, not inference.selection: parsing (and --help, and a bad flag) needs no torch.
+    from .backends.table import AUTO_CANDIDATES, CLI_NAMES, NOT_IN_AUTO
+
+    RUN_MODES = ("auto", *CLI_NAMES)  # as inference.selection.RUN_MODES
 
     parser = _Parser(prog="jitcpu", description="Check and run a model on CPU in its fastest verified mode.")
     from . import __version__
@@ -251,6 +254,13 @@ def _check_outputs(input: str | None, outputs: Sequence[tuple[str, str | None]])
             raise _usage(f"{flag}: cannot write {path}: {problem}")
 
 
+def _check_input(path: str) -> None:
+    """A missing, unreadable or binary input is refused before the model loads (seconds, not minutes)."""
+    from .inference.rows import check_readable
+
+    check_readable(path)
+
+
 def _run(args: argparse.Namespace) -> int:
     from .inference import Predictor, RowError
     from .inference.selection import ModelFailed
@@ -264,6 +274,7 @@ def _run(args: argparse.Namespace) -> int:
         from .inference import cluster  # imports Ray: a usage error naming the extra when it is missing
 
         return cluster.cli_run(args, _model(args), _mode(args), _dtype(args))
+    _check_input(args.input)  # one file here; Ray reads folders and globs itself (raydata.input_files)
     predictor = Predictor(
         _model(args),
         args.task,
@@ -297,6 +308,8 @@ def _run(args: argparse.Namespace) -> int:
         from .atomic import write_text
 
         write_text(args.summary, json.dumps(summary.to_json(), indent=2) + "\n")
+    if summary.rows == 0:
+        _err(f"jitcpu run: warning: {args.input} has no rows; the output is empty")
     _err(f"jitcpu run: {summary.line()}")
     if args.output != "-":
         _err(f"jitcpu run: wrote {args.output}")
@@ -304,7 +317,6 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _check(args: argparse.Namespace) -> int:
-    from .inference import check_model
     from .report import path_problem
     from .settings import parse_tolerance
 
@@ -313,10 +325,12 @@ def _check(args: argparse.Namespace) -> int:
         if problem:
             raise _usage(f"--report: {problem}")
 
-    for path in args.report:
-        if not path.endswith((".json", ".md")):
-            raise _usage(f"--report: {path!r} must end in .json or .md")
     _check_outputs(args.input, [("--report", path) for path in args.report])
+    if args.input:
+        _check_input(args.input)
+    atol, rtol = parse_tolerance(args.atol, "--atol"), parse_tolerance(args.rtol, "--rtol")
+    from .inference import check_model  # torch: only once the arguments are known to be good
+
     if args.threads:
         import torch
 
@@ -331,11 +345,31 @@ def _check(args: argparse.Namespace) -> int:
         batch_size=args.batch_size,
         max_seq_length=args.max_seq_length,
         examples=args.examples,
-        atol=parse_tolerance(args.atol, "--atol"),
-        rtol=parse_tolerance(args.rtol, "--rtol"),
+        atol=atol,
+        rtol=rtol,
         report_paths=args.report,
     )
     return EXIT_FAILED if result.failed else EXIT_OK
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
+def _dispatch(args: argparse.Namespace) -> int:
+    """SIGTERM (a CI timeout, ``kill``) unwinds like Ctrl-C while a command runs, so temporary files are
+    removed and the message says nothing was written (the default action kills the process where it
+    stands). The caller's handler is put back afterwards (``main`` also runs inside other programs)."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        return _run(args) if args.command == "run" else _check(args)
+    previous = signal.signal(signal.SIGTERM, _interrupt)
+    try:
+        return _run(args) if args.command == "run" else _check(args)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -349,7 +383,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from .settings import UsageError
 
     try:
-        return _run(args) if args.command == "run" else _check(args)
+        return _dispatch(args)
     except UsageError as exc:
         _err(f"jitcpu {args.command}: error: {exc}")
         return EXIT_USAGE

@@ -40,6 +40,39 @@ def eval_mode(model: torch.nn.Module, notes: list[str]) -> Iterator[None]:
             module.training = was_training
 
 
+def _refuse_off_cpu(model: torch.nn.Module) -> None:
+    """Weights on the meta device have no data (a model built with device_map='meta' or under
+    torch.device('meta')); weights on a GPU are not what a CPU check runs. Either is the user's to fix,
+    said before torch raises from deep inside a comparison."""
+    for kind, named in (("parameter", model.named_parameters()), ("buffer", model.named_buffers())):
+        for name, tensor in named:
+            if tensor.is_meta:
+                raise UsageError(
+                    f"model: {kind} {name!r} is on the meta device (no data); load the weights first "
+                    "(from_pretrained without device_map='meta', or model.to_empty(device='cpu') and load_state_dict)"
+                )
+            if tensor.device.type != "cpu":
+                raise UsageError(
+                    f"model: {kind} {name!r} is on {tensor.device}; jitcpu checks on CPU: call model.cpu()"
+                )
+
+
+def _output_notes(reference: Any) -> list[str]:
+    """What the comparisons can and cannot tell for this eager output (a pass must not hide it)."""
+    from . import nested
+
+    tensors = nested.tensors(reference)
+    if not tensors:
+        return [f"the eager output holds no tensor ({type(reference).__name__}): no mode's values were compared"]
+    if all(t.numel() == 0 for t in tensors):
+        return ["the eager output has no elements (empty tensors): only shapes and dtypes were compared"]
+    if any(t.is_floating_point() and not bool(torch.isfinite(t).all()) for t in tensors):
+        return [
+            "the eager output has non-finite values (NaN/inf): those elements pass only where a mode gives the same"
+        ]
+    return []
+
+
 def _model_name(model: Any) -> str:
     return type(model).__name__
 
@@ -72,6 +105,7 @@ def check(
     if not isinstance(model, torch.nn.Module):
         got = "None" if model is None else type(model).__name__
         raise UsageError(f"model: expected a torch.nn.Module, got {got}; wrap a function in a Module")
+    _refuse_off_cpu(model)
     batch = normalize(inputs)
     label = name or _model_name(model)
     notes: list[str] = []
@@ -108,6 +142,7 @@ def _check(
                 reason = error if mode == "eager" else f"not run: the eager reference failed ({error})"
                 records.append(_record(nodeid, label, mode, dtype, "error", reason=reason, notes=list(notes)))
         return records, None
+    notes.extend(_output_notes(reference))
 
     for dtype in settings.dtypes:
         tolerance = Tolerance(dtype, settings.atol, settings.rtol)
@@ -139,7 +174,7 @@ def _reference(eager: Built, batch: Inputs) -> tuple[Any, str | None, dict[str, 
     try:
         reference, latency = timed_runs(eager, batch, RUNS)
         first = eager.run(batch.clone())
-    except Exception as exc:  # noqa: BLE001
+    except (Exception, SystemExit) as exc:  # noqa: BLE001 - sys.exit() in forward() is the model's error too
         return None, f"eager run failed: {first_line(exc)}", {}
     same = compare(reference, first, Tolerance("fp32", 0.0, 0.0))
     if not same.ok:

@@ -39,6 +39,10 @@ class JitcpuChecker:
         except UsageError as exc:
             # from None: the message alone, without "During handling of the above exception ...".
             raise pytest.fail.Exception(f"jitcpu.check: {exc}", pytrace=False) from None
+        if name is not None and not isinstance(name, str):
+            raise pytest.fail.Exception(
+                f"jitcpu.check: name: {name!r} is not a str; give the model's label as a string", pytrace=False
+            )
         from . import engine  # here, not at import: a session that never checks a model never imports torch
 
         label = self._label(name or type(model).__name__)

@@ -104,6 +104,15 @@ def normalize(inputs: Any) -> Inputs:
             kinds if batch.kwargs is None else (f"{k}={t}" for k, t in zip(batch.kwargs, kinds, strict=True))
         )
         raise UsageError(f"inputs: no tensor in the inputs ({given}){hint}; a model is checked on tensors")
+    named = (
+        batch.kwargs.items() if batch.kwargs is not None else ((f"argument {i}", v) for i, v in enumerate(batch.args))
+    )
+    for key, value in named:
+        for tensor in nested.tensors(value):
+            if tensor.is_meta:
+                raise UsageError(f"inputs: {key} is on the meta device (no data); pass tensors on the CPU")
+            if tensor.device.type != "cpu":
+                raise UsageError(f"inputs: {key} is on {tensor.device}; jitcpu checks on CPU: pass tensor.cpu()")
     return batch
 
 

@@ -81,7 +81,7 @@ class Session:
         for path in self.report_paths:
             try:
                 self.written.append(write(path, self.records, env, extra or None, comparison))
-            except OSError as exc:  # checked before the run, but a disk can fill or a folder vanish
+            except Exception as exc:  # noqa: BLE001 - checked before the run, but a disk can fill or a folder vanish
                 self.write_errors.append(f"jitcpu: could not write report {path}: {exc}")
                 if session.exitstatus == 0:
                     session.exitstatus = pytest.ExitCode.USAGE_ERROR  # as when the early check catches it

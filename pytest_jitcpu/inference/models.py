@@ -69,6 +69,15 @@ def resolve(model: str | Path | None) -> tuple[Path, str]:
                 f"{model}: not a model folder (no config.json); save one with model.save_pretrained(folder) "
                 "and tokenizer.save_pretrained(folder)"
             )
+        config = path / "config.json"
+        if config.is_file():
+            try:
+                json.loads(config.read_text(encoding="utf-8"))
+            except (OSError, UnicodeDecodeError, ValueError) as exc:
+                raise UsageError(
+                    f"{model}: config.json is not valid JSON ({exc}); re-save the folder with "
+                    "model.save_pretrained(folder)"
+                ) from None
         return path, str(model)
     if path.exists():
         raise UsageError(f"{model}: is a file; MODEL is a folder saved with save_pretrained")

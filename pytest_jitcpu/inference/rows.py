@@ -1,7 +1,9 @@
 """Input rows, read lazily: plain text (a row a line), CSV with a header, JSON Lines, or a Python iterable.
 
-A row that cannot be used (malformed JSON, empty text, missing field) is not dropped: it comes out as a
-:class:`Row` with ``error`` set and its line number, so the run can stop there or count and list it.
+A row that cannot be used (malformed JSON, empty text, missing field, bytes that are not UTF-8) is not
+dropped: it comes out as a :class:`Row` with ``error`` set and its line number, so the run can stop there
+or count and list it. Bytes that are not UTF-8 are never replaced silently (the text would change); a
+leading byte-order mark (Excel's "CSV UTF-8") is not part of the first row or column name.
 """
 
 from __future__ import annotations
@@ -18,6 +20,10 @@ from typing import Any, TextIO
 from ..settings import UsageError
 
 FORMATS: tuple[str, ...] = ("text", "csv", "tsv", "jsonl")
+# utf-8-sig drops a leading BOM; surrogateescape keeps undecodable bytes visible (as U+DC80..U+DCFF) so
+# the row holding them becomes a row error instead of text with U+FFFD in it.
+ENCODING, ERRORS = "utf-8-sig", "surrogateescape"
+_SNIFF_BYTES = 8192
 _SUFFIXES = {".jsonl": "jsonl", ".ndjson": "jsonl", ".csv": "csv", ".tsv": "tsv", ".txt": "text", ".text": "text"}
 
 
@@ -57,6 +63,36 @@ def detect_format(path: str | Path, given: str | None = None) -> str:
     return _SUFFIXES.get(suffix, "text")
 
 
+def undecodable(text: str) -> str | None:
+    """Why ``text`` (read with surrogateescape) is not valid UTF-8, or None."""
+    for column, char in enumerate(text, 1):
+        if "\udc80" <= char <= "\udcff":
+            return f"not valid UTF-8 (byte 0x{ord(char) - 0xDC00:02x} at column {column}); save the file as UTF-8"
+    return None
+
+
+def check_readable(path: str | Path) -> None:
+    """Refuse an input that cannot be read as rows, before any model loads: missing, a folder,
+    unreadable, or binary (a NUL byte in its first 8 KiB: a model file or an archive given by mistake)."""
+    if str(path) == "-":
+        return
+    file = Path(path)
+    if not file.exists():
+        raise UsageError(f"--input: {path}: no such file")
+    if file.is_dir():
+        raise UsageError(f"--input: {path}: is a folder, not a file")
+    try:
+        with open(file, "rb") as handle:
+            head = handle.read(_SNIFF_BYTES)
+    except OSError as exc:
+        raise UsageError(f"--input: {path}: cannot be read ({exc.strerror or exc})") from None
+    if b"\x00" in head:
+        raise UsageError(
+            f"--input: {path}: looks like a binary file (a NUL byte in its first {len(head)} bytes); give UTF-8 "
+            "text (a row a line), CSV/TSV with a header, or JSON Lines"
+        )
+
+
 def _check_value(row: Row, name: str, value: Any) -> str | None:
     """The field as a str, or None after setting the row's error."""
     if value is None:
@@ -64,6 +100,10 @@ def _check_value(row: Row, name: str, value: Any) -> str | None:
         return None
     if not isinstance(value, str):
         row.error = f"{name!r} must be a string, got {type(value).__name__}"
+        return None
+    bad = undecodable(value)
+    if bad:
+        row.error = f"{name!r}: {bad}"
         return None
     if not value.strip():
         row.error = f"empty {name}"
@@ -90,6 +130,8 @@ def from_text(index: int, line: int, text: str, task: str) -> Row:
         row.error = "question answering needs a question and a context: give JSONL or CSV rows"
     elif not text.strip():
         row.error = "empty text"
+    elif undecodable(text):
+        row.error = undecodable(text)
     else:
         row.text = text
     return row
@@ -105,6 +147,10 @@ def _jsonl_rows(handle: TextIO, task: str) -> Iterator[Row]:
         line = raw.strip()
         if not line:
             yield Row(index=i, line=i + 1, error="empty line (not a JSON object)")
+            continue
+        bad = undecodable(line)
+        if bad:
+            yield Row(index=i, line=i + 1, error=bad)
             continue
         try:
             data = json.loads(line)
@@ -144,14 +190,10 @@ def read_file(path: str | Path, task: str, input_format: str | None = None) -> I
     fmt = detect_format(path, input_format)
     source = str(path)
     if source == "-":
-        handle: TextIO = io.TextIOWrapper(sys.stdin.buffer, encoding="utf-8", errors="replace", newline="")
+        handle: TextIO = io.TextIOWrapper(sys.stdin.buffer, encoding=ENCODING, errors=ERRORS, newline="")
         return _rows_from(handle, fmt, task, "<stdin>", close=False)
-    file = Path(path)
-    if not file.exists():
-        raise UsageError(f"--input: {path}: no such file")
-    if file.is_dir():
-        raise UsageError(f"--input: {path}: is a folder, not a file")
-    handle = open(file, encoding="utf-8", errors="replace", newline="")  # closed by _closing()
+    check_readable(path)
+    handle = open(Path(path), encoding=ENCODING, errors=ERRORS, newline="")  # closed by _closing()
     if fmt == "text" and task == "question-answering":
         handle.close()
         raise UsageError(f"--input: {path}: question answering needs JSONL or CSV rows with question and context")
