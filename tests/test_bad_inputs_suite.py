@@ -16,6 +16,7 @@ itself matters (a traceback, Ctrl-C, the console script) run ``jitcpu`` as a sub
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -675,13 +676,19 @@ def _slow_run(model_dir: Path, tmp_path: Path) -> tuple[list[str], Path, Path]:
     return argv, source, out
 
 
+def _default_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
 def test_interrupted_run_keeps_the_previous_output_and_leaves_no_temp_file(
     sig: signal.Signals, model_dir: Path, tmp_path: Path
 ) -> None:
     argv, source, out = _slow_run(model_dir, tmp_path)
     before = source.read_bytes()
-    with subprocess.Popen(argv, stderr=subprocess.PIPE, text=True) as proc:
+    # A child inherits an ignored SIGINT (xdist workers ignore it) and Python then leaves it ignored:
+    # give the child the disposition of a terminal's foreground process.
+    with subprocess.Popen(argv, stderr=subprocess.PIPE, text=True, preexec_fn=_default_sigint) as proc:  # noqa: PLW1509
         assert proc.stderr is not None
         for line in proc.stderr:  # interrupt once rows are being written, not during imports
             if "jitcpu: running eager/fp32" in line:
@@ -712,17 +719,36 @@ def test_interrupted_run_keeps_the_previous_output_and_leaves_no_temp_file(
 def test_console_script_usage_errors_are_one_line(
     argv: list[str], message: str, torch_free: bool, tmp_path: Path
 ) -> None:
-    """The installed ``jitcpu`` script, as a user types it: exit 2, one clear line, no traceback; a bad
-    flag is refused before torch is even imported (it costs a fraction of a second, not a model load)."""
-    script = Path(sys.executable).with_name("jitcpu")
-    cmd = [str(script)] if script.exists() else [sys.executable, "-m", "pytest_jitcpu.cli"]
-    probe = "import sys, runpy; sys.argv = ['jitcpu', *sys.argv[1:]]\ntry:\n    runpy.run_module('pytest_jitcpu.cli', run_name='__main__')\nfinally:\n    print('TORCH' if 'torch' in sys.modules else 'NO-TORCH', file=sys.stderr)"
-    proc = subprocess.run([*cmd, *argv], cwd=tmp_path, capture_output=True, text=True, timeout=120, check=False)
-    assert proc.returncode == 2, proc.stderr
-    assert message in proc.stderr and "Traceback" not in proc.stderr
-    fast = subprocess.run(
+    """``jitcpu`` as a user types it (a process running the console script's module): exit 2, one clear
+    line, no traceback; a bad flag is refused before torch is even imported (a fraction of a second, not
+    a model load)."""
+    probe = (
+        "import runpy, sys\n"
+        "sys.argv = ['jitcpu', *sys.argv[1:]]\n"
+        "try:\n"
+        "    runpy.run_module('pytest_jitcpu.cli', run_name='__main__')\n"
+        "finally:\n"
+        "    print('TORCH' if 'torch' in sys.modules else 'NO-TORCH', file=sys.stderr)\n"
+    )
+    proc = subprocess.run(
         [sys.executable, "-c", probe, *argv], cwd=tmp_path, capture_output=True, text=True, timeout=120, check=False
     )
-    assert fast.returncode == 2 and message in fast.stderr, fast.stderr
+    assert proc.returncode == 2, proc.stderr
+    assert message in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
     if torch_free:
-        assert fast.stderr.strip().endswith("NO-TORCH"), fast.stderr
+        assert proc.stderr.strip().endswith("NO-TORCH"), proc.stderr
+
+
+def test_python_api_refuses_an_output_that_is_the_input(model_dir: Path, tmp_path: Path) -> None:
+    """The Python API guards the input like the command line (it has no argparse in front of it)."""
+    from pytest_jitcpu import inference
+    from pytest_jitcpu.settings import UsageError
+
+    source = _write(tmp_path / "in.txt", TEXT)
+    before = source.read_bytes()
+    link = tmp_path / "link.jsonl"
+    os.symlink(source, link)
+    for output in (source, link, tmp_path / "." / "in.txt"):
+        with pytest.raises(UsageError, match="is the input file"):
+            inference.run(str(model_dir), input=source, output=output, mode="eager", log=False)
+        assert source.read_bytes() == before

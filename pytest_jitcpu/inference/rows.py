@@ -65,9 +65,12 @@ def detect_format(path: str | Path, given: str | None = None) -> str:
 
 def undecodable(text: str) -> str | None:
     """Why ``text`` (read with surrogateescape) is not valid UTF-8, or None."""
-    for column, char in enumerate(text, 1):
-        if "\udc80" <= char <= "\udcff":
-            return f"not valid UTF-8 (byte 0x{ord(char) - 0xDC00:02x} at column {column}); save the file as UTF-8"
+    try:
+        text.encode("utf-8")  # at C speed; a lone surrogate (an escaped byte) cannot be encoded
+    except UnicodeEncodeError as exc:
+        byte = ord(text[exc.start]) - 0xDC00
+        what = f"byte 0x{byte:02x}" if 0x80 <= byte <= 0xFF else f"character U+{ord(text[exc.start]):04X}"
+        return f"not valid UTF-8 ({what} at column {exc.start + 1}); save the file as UTF-8"
     return None
 
 
@@ -130,10 +133,9 @@ def from_text(index: int, line: int, text: str, task: str) -> Row:
         row.error = "question answering needs a question and a context: give JSONL or CSV rows"
     elif not text.strip():
         row.error = "empty text"
-    elif undecodable(text):
-        row.error = undecodable(text)
     else:
-        row.text = text
+        row.error = undecodable(text)
+        row.text = None if row.error else text
     return row
 
 
