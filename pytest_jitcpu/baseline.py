@@ -6,7 +6,9 @@ Checks are matched by (nodeid, model, mode, dtype). Statuses are ranked ``pass``
 * its status rank got worse (``pass -> fallback``, ``pass -> diverges``, ``fallback -> mismatch`` ...),
 * it still passes but its max abs diff grew past the tolerance the baseline recorded for it (a loosened
   ``atol`` hides a numerical regression otherwise), or
-* it was serializable in the baseline and is not now.
+* it was serializable in the baseline and is not now, or
+* it passed tested on other inputs in the baseline and passes *untested* now (no other valid input could
+  be tried this time: the pass rests on the example alone).
 
 ``unavailable`` on either side is an environment change (no IPEX, no BF16 on this runner): listed, never
 failing. Improvements, new checks and checks missing from this run are listed too; only regressions
@@ -202,12 +204,22 @@ def _diff(k: Key, was: Record, now: Record) -> Change | None:
         grew = _diff_grew(was, now)
         if grew:
             return _change("regression", k, was.status, now.status, grew)
+        if now.untested and _verdict(was) == "tested":
+            detail = f"no longer tested on other inputs: {now.untested_reason}"
+            return _change("regression", k, "pass", "pass (untested)", detail)
+        if was.untested and _verdict(now) == "tested":
+            return _change("improvement", k, "pass (untested)", "pass", "tested on other inputs now")
     if was.serializable is True and now.serializable is False:
         detail = f"no longer serializable: {now.serializable_reason or 'round trip failed'}"
         return _change("regression", k, was.status, now.status, detail)
     if was.serializable is False and now.serializable is True:
         return _change("improvement", k, was.status, now.status, "serializable now")
     return None
+
+
+def _verdict(r: Record) -> str | None:
+    g = r.generalization
+    return g.get("verdict") if isinstance(g, dict) else None
 
 
 def _diff_grew(was: Record, now: Record) -> str | None:

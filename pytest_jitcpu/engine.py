@@ -247,7 +247,6 @@ def _after_pass(
     """Checks that only make sense once a mode matched on the example inputs."""
     if rec.mode == "eager":
         return
-    if settings.examples > 0:
-        generalize.check(model, batch, built, rec, tolerance, settings, generate)
+    generalize.check(model, batch, built, rec, tolerance, settings, generate)  # says "off" for examples=0
     if settings.serialize and rec.mode in ROUND_TRIP_MODES:
         serialize.check(batch, built, rec, tolerance, model)

@@ -15,6 +15,11 @@ class JitcpuFallbackWarning(UserWarning):
     """A mode fell back (tracing failed; eager would be used). Fails the test with fallback="fail"."""
 
 
+class JitcpuUntestedWarning(UserWarning):
+    """A trace matched on the example, but no other valid input could be tried (its pass rests on the
+    example alone). Fails the test with untested="fail"; hand valid inputs over with generate=."""
+
+
 class JitcpuChecker:
     """Runs checks for one test and keeps their records for the reports."""
 
@@ -30,9 +35,11 @@ class JitcpuChecker:
     ) -> CheckResult:
         """Check ``model`` on ``inputs`` in every selected mode and dtype.
 
-        ``overrides``: modes, dtypes, atol, rtol, fallback, examples (win over the marker and options).
-        Fails the test on a mismatch, divergence or eager error; a fallback warns, fails or is expected
-        according to the fallback policy.
+        ``overrides``: modes, dtypes, atol, rtol, fallback, untested, examples (win over the marker and
+        options). ``generate`` (else the marker's, e.g. a module's ``pytestmark``): the inputs the
+        generalization search tries. Fails the test on a mismatch, divergence or eager error; a fallback
+        warns, fails or is expected according to the fallback policy, an untested pass according to the
+        untested policy.
         """
         try:
             settings = self.settings.updated(**overrides)
@@ -46,6 +53,8 @@ class JitcpuChecker:
         from . import engine  # here, not at import: a session that never checks a model never imports torch
 
         label = self._label(name or type(model).__name__)
+        if generate is None:
+            generate = settings.generate
         try:
             result = engine.check(model, inputs, settings=settings, nodeid=self.nodeid, name=label, generate=generate)
         except UsageError as exc:
@@ -71,15 +80,19 @@ class JitcpuChecker:
         unexpected: list[Record] = []
         if settings.fallback == "expect":
             unexpected = [r for r in result.records if r.mode != "eager" and r.status == "pass"]
+        untested = result.untested
         problems = list(failed)
         if settings.fallback == "fail":
             problems += fallbacks
+        if settings.untested == "fail":
+            problems += untested
         if problems or unexpected:
             head = f"jitcpu: {result.model}: "
             parts = []
             if problems:
                 parts.append(
-                    f"{len(problems)} check(s) failed: " + ", ".join(f"{r.mode}/{r.dtype} {r.status}" for r in problems)
+                    f"{len(problems)} check(s) failed: "
+                    + ", ".join(f"{r.mode}/{r.dtype} {'untested pass' if r.untested else r.status}" for r in problems)
                 )
             if unexpected:
                 parts.append(
@@ -92,5 +105,14 @@ class JitcpuChecker:
             for r in fallbacks:
                 warnings.warn(
                     JitcpuFallbackWarning(f"jitcpu: {result.model} {r.mode}/{r.dtype} fell back to eager: {r.reason}"),
+                    stacklevel=3,
+                )
+        if settings.untested == "warn":
+            for r in untested:
+                warnings.warn(
+                    JitcpuUntestedWarning(
+                        f"jitcpu: {result.model} {r.mode}/{r.dtype} passed on the example only, untested on any other "
+                        f"input ({r.untested_reason}); hand valid inputs over with generate="
+                    ),
                     stacklevel=3,
                 )

@@ -12,8 +12,9 @@ from collections import Counter
 from collections.abc import Iterable
 from typing import Any
 
-from .record import Record
-from .settings import DTYPES, FAILING_STATUSES, MODES, STATUSES
+from .record import UNTESTED_MARK, Record
+from .report import counts_text
+from .settings import DTYPES, FAILING_STATUSES, MODES
 
 # How bad a status is, for "worst first": silently wrong numbers beat a reference that did not run.
 SEVERITY = {"mismatch": 5, "diverges": 4, "error": 3, "fallback": 2, "unavailable": 1, "pass": 0}
@@ -38,7 +39,12 @@ class Model:
         counts = self.counts
         if any(counts[s] for s in FAILING_STATUSES):
             return FAIL
-        return WARN if counts["fallback"] else OK
+        return WARN if counts["fallback"] or self.untested else OK
+
+    @property
+    def untested(self) -> int:
+        """Passes that rest on the example alone (no other valid input could be tried)."""
+        return sum(r.untested for r in self.records.values())
 
     @property
     def rank(self) -> tuple[int, int, int]:
@@ -52,6 +58,8 @@ class Model:
     def verdict(self) -> str:
         counts = self.counts
         parts = [f"{counts[s]} {s}" for s in sorted(counts, key=lambda s: -SEVERITY.get(s, 0)) if s != "pass"]
+        if self.untested:
+            parts.append(f"{self.untested} untested")
         return ", ".join(parts) if parts else f"{counts['pass']} pass"
 
     def speedups(self) -> list[tuple[str, float]]:
@@ -101,7 +109,10 @@ def _cell(value: float | None) -> str:
 
 
 def status_cell(r: Record) -> str:
-    text = r.status if r.status == "pass" else f"**{r.status}**"
+    if r.untested:
+        text = f"**{UNTESTED_MARK}**"
+    else:
+        text = r.status if r.status == "pass" else f"**{r.status}**"
     if r.status in ("pass", "mismatch", "diverges") and r.max_abs_diff is not None and r.mode != "eager":
         text += f" ({_cell(r.max_abs_diff)})"
     return text
@@ -149,12 +160,15 @@ def markdown(records: list[Record], environment: dict[str, Any], comparison: str
     passing = [m for m in found if m.sign == OK]
     failing = sum(m.sign == FAIL for m in found)
     warned = sum(m.sign == WARN for m in found)
+    untested = sum(m.sign == WARN and m.untested > 0 for m in found)
     sign = FAIL if failing else WARN if warned else OK
     headline = (
         f"{sign} **{failing} of {_plural(len(found), 'model')} failing**" if failing else f"{sign} **no model failing**"
     )
-    if warned:
-        headline += f", {warned} falling back"
+    if warned - untested:
+        headline += f", {warned - untested} falling back"
+    if untested:
+        headline += f", {untested} untested on other inputs"
     headline += f", {len(passing)} passing ({len(records)} checks)"
     lines = [
         "## pytest-jitcpu compatibility report",
@@ -164,7 +178,7 @@ def markdown(records: list[Record], environment: dict[str, Any], comparison: str
         f"torch {env.get('torch')}, transformers {env.get('transformers')}, ipex {env.get('ipex') or 'none'}, "
         f"CPU {env.get('cpu')} ({env.get('isa')}), {env.get('threads')} threads",
         "",
-        " | ".join(f"**{status}** {counts.get(status, 0)}" for status in STATUSES),
+        " | ".join(counts_text({**counts, "untested": sum(r.untested for r in records)}, bold=True)),
         "",
     ]
     columns = _order({(r.mode, r.dtype) for r in records})
@@ -189,6 +203,13 @@ def markdown(records: list[Record], environment: dict[str, Any], comparison: str
         if r.replay:
             lines += [f"<details><summary>replay {escape(r.model)} {r.mode}/{r.dtype}</summary>", ""]
             lines += ["```python", r.replay.rstrip(), "```", "", "</details>", ""]
+    untested_records = [r for m in found for r in m.records.values() if r.untested]
+    if untested_records:
+        lines += [f"### Untested passes ({UNTESTED_MARK}: matched on the example only)", ""]
+        lines += ["| test | model | mode | dtype | why no other input was tried |", "|---|---|---|---|---|"]
+        for r in untested_records:
+            lines.append(f"| `{r.nodeid}` | {escape(r.model)} | {r.mode} | {r.dtype} | {escape(r.untested_reason)} |")
+        lines.append("")
     unserializable = [r for r in records if r.serializable is False]
     if unserializable:
         lines += ["### Not serializable (torch.jit.save / load round trip)", ""]

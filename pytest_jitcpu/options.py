@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -23,18 +23,22 @@ from .settings import (
     FALLBACK_POLICIES,
     MODES,
     PARSERS,
+    UNTESTED_POLICIES,
     Settings,
     UsageError,
     parse_flag,
     parse_modes,
 )
 
-MARKER_KWARGS = ("modes", "dtypes", "atol", "rtol", "fallback", "examples")
+MARKER_KWARGS = ("modes", "dtypes", "atol", "rtol", "fallback", "untested", "examples", "generate")
 MARKER_LINE = (
-    "jitcpu(modes=None, dtypes=None, atol=None, rtol=None, fallback=None, examples=None): check models given to the "
+    "jitcpu(modes=None, dtypes=None, atol=None, rtol=None, fallback=None, untested=None, examples=None, "
+    "generate=None): check models given to the "
     f"jitcpu fixture in these modes ({', '.join(MODES)}) and dtypes ({', '.join(DTYPES)}), with these tolerances "
-    f"and fallback policy ({', '.join(FALLBACK_POLICIES)}); unset values come from the command line, JITCPU_* "
-    "environment variables and jitcpu_* ini keys."
+    f"and fallback policy ({', '.join(FALLBACK_POLICIES)}), untested policy ({', '.join(UNTESTED_POLICIES)}); "
+    "generate= makes the inputs the search tries (a callable, e.g. factory(batch_size=, seq_length=), a list or "
+    "a Hypothesis strategy; in a module's pytestmark it serves every test there, a test's own marker wins); "
+    "unset values come from the command line, JITCPU_* environment variables and jitcpu_* ini keys."
 )
 
 
@@ -76,6 +80,11 @@ OPTIONS = (
     Option("modes", f"comma-separated modes to check, or 'all' ({', '.join(MODES)})", ",".join(DEFAULT_MODES)),
     Option("dtypes", f"comma-separated dtypes ({', '.join(DTYPES)})", ",".join(DEFAULT_DTYPES)),
     Option("fallback", f"what a tracing fallback does ({', '.join(FALLBACK_POLICIES)})", "warn"),
+    Option(
+        "untested",
+        f"what a pass that no other valid input could be tried on does ({', '.join(UNTESTED_POLICIES)})",
+        "warn",
+    ),
     Option("atol", "absolute tolerance for every dtype", "per-dtype scaled default"),
     Option("rtol", "relative tolerance for every dtype", "1.3e-6 fp32, 1.6e-2 bf16"),
     Option("examples", "generated inputs each passing trace is checked on (0: off)", DEFAULT_EXAMPLES),
@@ -196,7 +205,28 @@ def baseline_path(config: pytest.Config) -> str | None:
     return resolve(config, "baseline", lambda value, source: value.strip() or None)
 
 
-def marker_settings(base: Settings, marker: pytest.Mark | None, where: str) -> Settings:
+@dataclass(frozen=True)
+class Marker:
+    """The ``jitcpu`` marks of one test merged into one (what :func:`marker_settings` reads of a mark)."""
+
+    args: tuple[Any, ...]
+    kwargs: dict[str, Any]
+
+
+def merged_marker(marks: Iterable[pytest.Mark]) -> Marker | None:
+    """A test's ``jitcpu`` marks (closest first: function, class, module) as one: the closer mark's
+    keyword wins, so ``pytestmark = pytest.mark.jitcpu(generate=factory)`` serves a whole module and a
+    test's own ``@pytest.mark.jitcpu(modes=...)`` adds to it."""
+    found = list(marks)
+    if not found:
+        return None
+    kwargs: dict[str, Any] = {}
+    for mark in reversed(found):
+        kwargs.update(mark.kwargs)
+    return Marker(tuple(arg for mark in found for arg in mark.args), kwargs)
+
+
+def marker_settings(base: Settings, marker: pytest.Mark | Marker | None, where: str) -> Settings:
     """Apply a ``@pytest.mark.jitcpu(...)`` on top of the session settings."""
     if marker is None:
         return base

@@ -47,7 +47,9 @@ class Session:
 
     def pytest_report_header(self, config: pytest.Config) -> list[str]:
         s = options.with_ipex(self.settings)
-        lines = [f"jitcpu: modes={','.join(s.modes)} dtypes={','.join(s.dtypes)} fallback={s.fallback}"]
+        lines = [
+            f"jitcpu: modes={','.join(s.modes)} dtypes={','.join(s.dtypes)} fallback={s.fallback} untested={s.untested}"
+        ]
         if s.ipex:
             lines.append(f"jitcpu: ipex not usable: {self.ipex_reason}" if self.ipex_reason else "jitcpu: ipex usable")
         return lines
@@ -165,7 +167,8 @@ def _item_settings(item: pytest.Item) -> Settings:
     if cached is not None:
         return cached
     base = item.config.stash[SESSION].settings
-    settings = options.with_ipex(options.marker_settings(base, item.get_closest_marker(MARKER), item.nodeid))
+    marker = options.merged_marker(item.iter_markers(MARKER))
+    settings = options.with_ipex(options.marker_settings(base, marker, item.nodeid))
     item.stash[SETTINGS] = settings
     return settings
 
@@ -200,7 +203,8 @@ def pytest_runtest_call(item: pytest.Item) -> Generator[None, None, None]:
     """A marked test that passed without calling check() warns; inside the call phase, so a user's
     ``filterwarnings = error`` fails that test instead of raising out of a reporting hook."""
     result = yield
-    if item.get_closest_marker(MARKER) is not None:
+    # A module's pytestmark (say, generate= for every test) is no promise that each test there checks a model.
+    if any(m.name == MARKER for m in getattr(item, "own_markers", ())):
         checker = item.stash.get(CHECKER, None)
         if checker is None or not checker.records:
             item.warn(

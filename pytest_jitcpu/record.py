@@ -9,6 +9,8 @@ from typing import Any
 
 from .settings import FAILING_STATUSES
 
+UNTESTED_MARK = "pass?"  # how an untested pass shows in tables: matched on the example only
+
 
 @dataclass
 class Record:
@@ -36,11 +38,25 @@ class Record:
     counterexample: str | None = None
     replay: str | None = None  # a diverges record's counterexample as Python that reproduces it
     compile_time_ms: float | None = None
-    examples: int | None = None  # generated inputs the trace was checked on
+    examples: int | None = None  # other inputs the trace was checked on (variations and generated)
+    # What a searched mode's verdict rests on beyond the example (generalize._summary): verdict tested /
+    # untested / off / not searched, tried, matched, rejected_by_eager, kinds, why_none, diverged_on.
+    generalization: dict[str, Any] | None = None
 
     @property
     def failed(self) -> bool:
         return self.status in FAILING_STATUSES
+
+    @property
+    def untested(self) -> bool:
+        """A pass that rests on the example alone: the search ran, but no other valid input was tried."""
+        g = self.generalization
+        return self.status == "pass" and isinstance(g, dict) and g.get("verdict") == "untested"
+
+    @property
+    def untested_reason(self) -> str:
+        g = self.generalization if isinstance(self.generalization, dict) else {}
+        return str(g.get("why_none") or "no other valid input could be tried")
 
     def to_json(self) -> dict[str, Any]:
         """A dict with only JSON-safe values: NaN/inf become null, with the reason kept."""
@@ -60,7 +76,7 @@ class Record:
 
     def short(self) -> str:
         """One line for a terminal or a JUnit property value."""
-        parts = [self.status]
+        parts = [f"{self.status} (untested: {self.untested_reason})" if self.untested else self.status]
         if self.max_abs_diff is not None:
             parts.append(f"max_abs={self.max_abs_diff:.3g}")
         if self.worst:
@@ -112,6 +128,11 @@ class CheckResult:
         return [r for r in self.records if r.status == "fallback"]
 
     @property
+    def untested(self) -> list[Record]:
+        """Passes that rest on the example alone (see :attr:`Record.untested`)."""
+        return [r for r in self.records if r.untested]
+
+    @property
     def ok(self) -> bool:
         return not self.failed
 
@@ -124,12 +145,13 @@ def format_table(records: list[Record]) -> str:
     header = ("mode", "dtype", "status", "max_abs", "max_rel", "atol", "rtol", "worst / reason")
     rows = [header]
     for r in records:
-        detail = "; ".join(x for x in (r.worst and f"at {r.worst}", r.reason, r.counterexample) if x)
+        untested = r.untested and f"untested: {r.untested_reason}"
+        detail = "; ".join(x for x in (r.worst and f"at {r.worst}", r.reason, r.counterexample, untested) if x)
         rows.append(
             (
                 r.mode,
                 r.dtype,
-                r.status,
+                UNTESTED_MARK if r.untested else r.status,
                 _num(r.max_abs_diff),
                 _num(r.max_rel_diff),
                 _num(r.atol),

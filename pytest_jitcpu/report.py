@@ -10,7 +10,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from .record import Record
+from .record import UNTESTED_MARK, Record
 from .settings import DTYPES, MODES, STATUSES, unwritable
 
 SCHEMA = "jitcpu-report/1"
@@ -50,8 +50,27 @@ def sort_records(records: Iterable[Record]) -> list[Record]:
 
 
 def summary(records: Iterable[Record]) -> dict[str, int]:
+    """Records per status (the contract's six keys), and ``untested``: the passes among them that rest on
+    the example alone (counted in ``pass`` too, so the six statuses still add up to the records)."""
+    records = list(records)
     counts = Counter(r.status for r in records)
-    return {status: counts.get(status, 0) for status in STATUSES}
+    found = {status: counts.get(status, 0) for status in STATUSES}
+    found["untested"] = sum(r.untested for r in records)
+    return found
+
+
+def counts_text(counts: dict[str, int], bold: bool = False) -> list[str]:
+    """``12 pass (3 untested)``, ``1 diverges``...: one part per status that occurred."""
+    parts = []
+    for status in STATUSES:
+        n = counts.get(status, 0)
+        if not n and not bold:
+            continue
+        text = f"**{status}** {n}" if bold else f"{n} {status}"
+        if status == "pass" and counts.get("untested"):
+            text += f" ({counts['untested']} untested)"
+        parts.append(text)
+    return parts
 
 
 def to_json(records: list[Record], environment: dict[str, Any], extra: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -126,16 +145,24 @@ def terminal_matrix(records: list[Record], verbose: bool = False) -> list[str]:
     for (nodeid, model), by_check in _rows(records).items():
         name = nodeid.split("::", 1)[-1] if nodeid else model
         label = f"{name} [{model}]"
-        rows.append([label, *[_ICONS[by_check[c].status] if c in by_check else "" for c in columns]])
+        rows.append([label, *[_icon(by_check[c]) if c in by_check else "" for c in columns]])
     widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
     lines = ["  ".join(cell.ljust(widths[i]) for i, cell in enumerate(row)).rstrip() for row in rows]
     counts = summary(records)
-    lines.append(", ".join(f"{n} {status}" for status, n in counts.items() if n) + f" ({len(records)} checks)")
+    if counts["untested"]:
+        lines.append(f"{UNTESTED_MARK} = untested: matched on the example, but no other valid input could be tried")
+    lines.append(", ".join(counts_text(counts)) + f" ({len(records)} checks)")
     if verbose:
         for r in records:
             if r.status != "pass":
                 lines.append(f"{r.nodeid} [{r.model}] {r.mode}/{r.dtype}: {r.status}: {r.reason}")
+            elif r.untested:
+                lines.append(f"{r.nodeid} [{r.model}] {r.mode}/{r.dtype}: untested: {r.untested_reason}")
     return lines
+
+
+def _icon(r: Record) -> str:
+    return UNTESTED_MARK if r.untested else _ICONS[r.status]
 
 
 def write(

@@ -16,6 +16,8 @@ from .backends.table import DEFAULT_MODES, MODES, TRACE_MODES  # noqa: F401 - se
 DTYPES: tuple[str, ...] = ("fp32", "bf16")
 DEFAULT_DTYPES: tuple[str, ...] = ("fp32", "bf16")
 FALLBACK_POLICIES: tuple[str, ...] = ("warn", "fail", "expect")
+# What a pass whose trace was tried on no other valid input does (Record.untested).
+UNTESTED_POLICIES: tuple[str, ...] = ("warn", "fail")
 STATUSES: tuple[str, ...] = ("pass", "mismatch", "diverges", "fallback", "unavailable", "error")
 # Statuses that fail a test whatever the fallback policy says.
 FAILING_STATUSES: frozenset[str] = frozenset({"mismatch", "diverges", "error"})
@@ -65,6 +67,28 @@ def parse_fallback(value: str, source: str = "fallback") -> str:
     if value not in FALLBACK_POLICIES:
         raise UsageError(f"{source}: unknown fallback policy {value!r}; choose from {', '.join(FALLBACK_POLICIES)}")
     return value
+
+
+def parse_untested(value: str, source: str = "untested") -> str:
+    value = str(value).strip()
+    if value not in UNTESTED_POLICIES:
+        raise UsageError(f"{source}: unknown untested policy {value!r}; choose from {', '.join(UNTESTED_POLICIES)}")
+    return value
+
+
+GENERATE_FORMS = (
+    "a Hypothesis strategy of inputs, a list of inputs, or a callable (random.Random -> inputs, "
+    "index: int -> inputs, or batch_size=/seq_length= -> inputs)"
+)
+
+
+def parse_generate(value: Any, source: str = "generate") -> Any:
+    """A user's input factory, kept as given: a Hypothesis strategy, a list of inputs or a callable."""
+    from hypothesis.strategies import SearchStrategy  # here: only a test that gives generate= pays for it
+
+    if isinstance(value, (SearchStrategy, list)) or callable(value):
+        return value
+    raise UsageError(f"{source}: expected {GENERATE_FORMS}; got {type(value).__name__}")
 
 
 def parse_tolerance(value: str | float | None, source: str = "tolerance") -> float | None:
@@ -127,10 +151,12 @@ class Settings:
     atol: float | None = None
     rtol: float | None = None
     fallback: str = "warn"
+    untested: str = "warn"
     examples: int = DEFAULT_EXAMPLES
     ipex: bool = False
     derandomize: bool = True
     serialize: bool = True
+    generate: Any = None  # the inputs the generalization search tries (marker or check() generate=)
     extra: dict = field(default_factory=dict)
     # Set by profiles.from_hypothesis: the search's seed, and which fields came from Hypothesis' profile/seed.
     seed: Any = None
@@ -160,6 +186,8 @@ PARSERS: dict[str, Callable[[Any, str], Any]] = {
     "atol": parse_tolerance,
     "rtol": parse_tolerance,
     "fallback": parse_fallback,
+    "untested": parse_untested,
+    "generate": parse_generate,
     "examples": parse_examples,
     "ipex": parse_flag,
     "derandomize": parse_flag,

@@ -26,7 +26,7 @@ from hypothesis import strategies as st
 
 from . import nested
 from .inputs import Inputs, normalize
-from .settings import UsageError
+from .settings import GENERATE_FORMS, UsageError
 
 ELEMENTWISE_MAX = 64  # integer tensors up to this many elements are drawn element by element
 BATCH_EXTRA = 2  # batch sizes 1 .. example + 2
@@ -232,6 +232,18 @@ def settle(plan: Plan, accepts: Callable[[Inputs], bool]) -> Plan:
     return replace(plan, axes=tuple(settled))
 
 
+def probe(plan: Plan, accepts: Callable[[Inputs], bool], n: int, seed: int = 0) -> int:
+    """How many of ``n`` inputs drawn from ``plan`` (sizes and values from a fixed RNG) eager ``accepts``:
+    none means free generation cannot build a valid input here (coupled inputs), and a Hypothesis
+    search would only spend hundreds of rejected draws finding that out."""
+    draws = _Fixed(seed)
+    accepted = 0
+    for _ in range(n):
+        sizes = {a.name: draws.integer(a.low, a.high) if a.high > a.low else a.size for a in plan.axes}
+        accepted += bool(accepts(materialize(plan, sizes, draws)))
+    return accepted
+
+
 class _Draws:
     """Where generated numbers come from: Hypothesis (shrinkable) or a fixed RNG (probes)."""
 
@@ -351,9 +363,10 @@ def strategy(plan: Plan) -> st.SearchStrategy[Inputs]:
     return inputs()
 
 
-def user_strategy(generate: Any, examples: int) -> st.SearchStrategy[Inputs]:
+def user_strategy(generate: Any, examples: int, batch: Inputs | None = None) -> st.SearchStrategy[Inputs]:
     """The strategy for a user's ``generate=``: a Hypothesis strategy of inputs, a list of inputs, or a
-    callable taking a ``random.Random`` (or, when its parameter is annotated ``int``, an example index)."""
+    callable: taking ``batch_size=`` and/or ``seq_length=`` (a test suite's own input factory, see
+    :class:`SizedFactory`), an example index (first parameter annotated ``int``), or a ``random.Random``."""
     if isinstance(generate, st.SearchStrategy):
         return generate.map(normalize)
     if isinstance(generate, list):
@@ -361,13 +374,76 @@ def user_strategy(generate: Any, examples: int) -> st.SearchStrategy[Inputs]:
             raise UsageError("generate: the list of inputs is empty")
         return st.sampled_from(generate).map(normalize)
     if callable(generate):
+        names = size_parameters(generate)
+        if names:
+            return SizedFactory(generate, names, batch).strategy()
         if _takes_index(generate):
             return st.integers(0, max(examples - 1, 0)).map(lambda i: normalize(generate(i)))
         return st.randoms(use_true_random=False).map(lambda rng: normalize(generate(rng)))
-    raise UsageError(
-        "generate: expected a Hypothesis strategy of inputs, a list of inputs, or a callable "
-        f"(random.Random -> inputs, or index: int -> inputs); got {type(generate).__name__}"
-    )
+    raise UsageError(f"generate: expected {GENERATE_FORMS}; got {type(generate).__name__}")
+
+
+SIZE_PARAMETERS = ("batch_size", "seq_length")  # the names transformers' ModelTester classes take
+
+
+def size_parameters(fn: Callable[..., Any]) -> list[str]:
+    """Which of :data:`SIZE_PARAMETERS` a callable takes by keyword."""
+    try:
+        params = inspect.signature(fn).parameters
+    except (TypeError, ValueError):
+        return []
+    return [name for name in SIZE_PARAMETERS if name in params]
+
+
+class SizedFactory:
+    """A test suite's own input factory, ``factory(batch_size=..., seq_length=...)``.
+
+    Sizes are drawn from 1 to the example's size + :data:`BATCH_EXTRA` (batch) / + :data:`AXIS_EXTRA`
+    (sequence) and shrink toward 1. A size the factory cannot build (a tester that needs room for its
+    image tokens raises) is rejected like an input eager rejects; :attr:`error` keeps the last such
+    error, so a search where every size failed can say why it tested nothing.
+    """
+
+    def __init__(self, fn: Callable[..., Any], names: list[str], batch: Inputs | None) -> None:
+        self.fn = fn
+        self.names = names
+        self.example = example_sizes(batch)
+        self.error: str | None = None
+        self.built = 0  # inputs the factory made
+        self.rejected = 0  # sizes it raised on
+
+    def strategy(self) -> st.SearchStrategy[Inputs]:
+        extra = {"batch_size": BATCH_EXTRA, "seq_length": AXIS_EXTRA}
+        drawn = {name: st.integers(1, self.example[name] + extra[name]) for name in self.names}
+        return st.fixed_dictionaries(drawn).map(self._build)
+
+    def _build(self, sizes: dict[str, int]) -> Inputs:
+        from hypothesis import reject
+
+        try:
+            value = self.fn(**sizes)
+        except Exception as exc:  # noqa: BLE001 - a size the suite cannot build is not a valid input
+            given = ", ".join(f"{k}={v}" for k, v in sizes.items())
+            message = (str(exc).strip().splitlines() or [""])[0][:200]
+            self.error = f"generate({given}) raised {type(exc).__name__}: {message}"
+            self.rejected += 1
+            reject()
+        self.built += 1
+        return normalize(value)
+
+
+def example_sizes(batch: Inputs | None) -> dict[str, int]:
+    """The example's batch size and sequence length: dims 0 and 1 of its first tensor of 2+ dims
+    (``input_ids`` in a Hugging Face batch); 2 and 7 (a ModelTester's usual ones) when it has none."""
+    found = {"batch_size": 2, "seq_length": 7}
+    tensors = nested.tensors(batch.values()) if batch is not None else []
+    ranked = sorted((t for t in tensors if t.ndim >= 1), key=lambda t: t.ndim < 2)  # 2+ dims first, stable
+    if ranked:
+        first = ranked[0]
+        found["batch_size"] = max(int(first.shape[0]), 1)
+        if first.ndim >= 2:
+            found["seq_length"] = max(int(first.shape[1]), 1)
+    return found
 
 
 def _takes_index(fn: Callable[..., Any]) -> bool:

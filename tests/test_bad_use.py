@@ -287,8 +287,15 @@ def test_marker_warning_is_safe_under_filterwarnings_error(jitcpu_pytester: pyte
         ({"examples": "many"}, "'many' is not an integer"),
         ({"fallback": "Fail"}, "unknown fallback policy 'Fail'; choose from warn, fail, expect"),
         ({"fallback": ["warn"]}, "unknown fallback policy"),
-        ({"model": "x"}, "got unknown keyword 'model'; choose from modes, dtypes, atol, rtol, fallback, examples"),
+        (
+            {"model": "x"},
+            "got unknown keyword 'model'; choose from modes, dtypes, atol, rtol, fallback, untested, examples, generate",
+        ),
         ({"serialize": False}, "got unknown keyword 'serialize'"),
+        ({"untested": "skip"}, "unknown untested policy 'skip'; choose from warn, fail"),
+        ({"untested": True}, "unknown untested policy 'True'"),
+        ({"generate": 3}, "generate=...): expected a Hypothesis strategy of inputs, a list of inputs, or a callable"),
+        ({"generate": {"input_ids": 1}}, "got dict"),
     ],
 )
 def test_marker_values_are_parsed_strictly(kwargs: dict, message: str) -> None:

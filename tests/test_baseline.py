@@ -86,6 +86,37 @@ def test_losing_serializability_is_a_regression() -> None:
     assert baseline.compare([rec(serializable=False)], [rec(serializable=True)]).of("improvement")
 
 
+def _searched(verdict: str) -> dict[str, Any]:
+    why = "eager rejected every input tried (9 variations of the example)" if verdict == "untested" else None
+    return {
+        "verdict": verdict,
+        "tried": 9,
+        "matched": 0 if why else 9,
+        "rejected_by_eager": 9 if why else 0,
+        "kinds": [] if why else ["batch-1"],
+        "why_none": why,
+        "diverged_on": None,
+    }
+
+
+def test_a_pass_that_is_no_longer_tested_on_other_inputs_is_a_regression() -> None:
+    tested, untested = rec(generalization=_searched("tested")), rec(generalization=_searched("untested"))
+    outcome = baseline.compare([tested], [untested], "b.json")
+    assert outcome.failed
+    (change,) = outcome.changes
+    assert change.line() == (
+        "REGRESSION: tests/test_m.py::test_m [M] trace-dict/fp32: pass -> pass (untested) (no longer tested on "
+        "other inputs: eager rejected every input tried (9 variations of the example))"
+    )
+    back = baseline.compare([untested], [tested])
+    assert not back.failed and [c.kind for c in back.changes] == ["improvement"]
+    # Untested both times, or the search turned off (examples=0) this time: not a regression.
+    assert not baseline.compare([untested], [untested]).changes
+    assert not baseline.compare([tested], [rec(generalization=_searched("off"))]).failed
+    # A baseline from before the field existed: nothing to compare the verdict with.
+    assert not baseline.compare([rec()], [untested]).failed
+
+
 def test_markdown_and_json() -> None:
     outcome = baseline.compare([rec()], [rec(status="mismatch", reason="a | b")], "base.json")
     md = outcome.markdown

@@ -202,7 +202,7 @@ def test_precedence_marker_cli_env_ini(jitcpu_pytester: pytest.Pytester, monkeyp
         "test_command_line_fallback_fails": "FAILED",
         "test_check_arguments_win_over_the_marker": "PASSED",
     }
-    result.stdout.fnmatch_lines(["jitcpu: modes=eager,trace-dict,trace-tuple dtypes=fp32 fallback=fail"])
+    result.stdout.fnmatch_lines(["jitcpu: modes=eager,trace-dict,trace-tuple dtypes=fp32 fallback=fail untested=warn"])
     result.stdout.fnmatch_lines(["*JitcpuFallbackWarning: jitcpu: PythonObjectOutput trace-dict/fp32 fell back*"])
     result.stdout.fnmatch_lines(
         ["*PythonObjectOutput: 2 check(s) failed: trace-dict/fp32 fallback, trace-tuple/fp32 fallback"]
@@ -242,7 +242,9 @@ def test_defaults_without_any_configuration(pytester: pytest.Pytester, no_jitcpu
     )
     result = run_inprocess(pytester)
     result.assert_outcomes(passed=1)
-    result.stdout.fnmatch_lines(["jitcpu: modes=eager,trace-dict,trace-tuple dtypes=fp32,bf16 fallback=warn"])
+    result.stdout.fnmatch_lines(
+        ["jitcpu: modes=eager,trace-dict,trace-tuple dtypes=fp32,bf16 fallback=warn untested=warn"]
+    )
 
 
 # --- usage errors ------------------------------------------------------------------------------------------
@@ -308,7 +310,8 @@ def test_bad_option_values_are_usage_errors(
     [
         (
             "jitcpu(mode=['eager'])",
-            "@pytest.mark.jitcpu got unknown keyword 'mode'; choose from modes, dtypes, atol, rtol, fallback, examples",
+            "@pytest.mark.jitcpu got unknown keyword 'mode'; choose from modes, dtypes, atol, rtol, fallback, untested, "
+            "examples, generate",
         ),
         (
             "jitcpu(modes=['eager', 'tracing'])",
@@ -378,7 +381,8 @@ def test_markers_show_the_jitcpu_signature(pytester: pytest.Pytester) -> None:
     result = run_inprocess(pytester, "--markers")
     result.stdout.fnmatch_lines(
         [
-            "@pytest.mark.jitcpu(modes=None, dtypes=None, atol=None, rtol=None, fallback=None, examples=None): "
+            "@pytest.mark.jitcpu(modes=None, dtypes=None, atol=None, rtol=None, fallback=None, untested=None, examples=None, "
+            "generate=None): "
             "check models given to the jitcpu fixture in these modes (eager, trace-dict, trace-tuple*"
         ]
     )
@@ -473,6 +477,7 @@ def test_check_overrides_parse_flags_like_the_command_line() -> None:
         ("baseline", "cli.json", "env.json", "ini.json", options.baseline_path, ("cli.json", "env.json", "ini.json")),
         ("ipex", None, "false", "true", options.ipex_requested, (None, False, True)),
         ("examples", "3", "4", "5", lambda c: options.session_settings(c).examples, (3, 4, 5)),
+        ("untested", "fail", "warn", "fail", lambda c: options.session_settings(c).untested, ("fail", "warn", "fail")),
     ],
 )
 def test_every_option_resolves_command_line_then_environment_then_ini(

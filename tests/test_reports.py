@@ -120,8 +120,9 @@ def test_reports_of_a_full_run(suite: pytest.Pytester) -> None:
             got.setdefault((test, rec["model"]), {})[(rec["mode"], rec["dtype"])] = rec["status"]
     assert got == EXPECTED
     assert len(data["results"]) == CHECKS
-    assert data["summary"] == {status: COUNTS.get(status, 0) for status in STATUSES}
-    assert data["summary"] == {s: sum(r["status"] == s for r in data["results"]) for s in STATUSES}
+    # The six statuses add up to the records; untested passes (none here: examples=0) are counted apart.
+    assert data["summary"] == {**{status: COUNTS.get(status, 0) for status in STATUSES}, "untested": 0}
+    assert data["summary"] == {**{s: sum(r["status"] == s for r in data["results"]) for s in STATUSES}, "untested": 0}
     keys = [(r["nodeid"], r["model"], r["mode"], r["dtype"]) for r in data["results"]]
     assert len(set(keys)) == len(keys)
     assert all(r["nodeid"].startswith("test_suite.py::") for r in data["results"])
@@ -308,6 +309,19 @@ def test_markdown_escapes_pipes_in_reasons() -> None:
     assert "| `a.py::t` | M | trace-dict | fp32 | fallback | a \\| b c |" in md.splitlines()
 
 
+def _g() -> dict:
+    """An untested pass's generalization field."""
+    return {
+        "verdict": "untested",
+        "tried": 3,
+        "matched": 0,
+        "rejected_by_eager": 3,
+        "kinds": [],
+        "why_none": "eager rejected every input tried",
+        "diverged_on": None,
+    }
+
+
 def test_schema_rejects_what_the_contract_forbids() -> None:
     validate = schema_errors
     good = {
@@ -326,6 +340,7 @@ def test_schema_rejects_what_the_contract_forbids() -> None:
     }
     assert validate(good) == []
     first = good["results"][0]
+    assert validate({**good, "results": [{**first, "generalization": _g()}]}) == []
     bad = {
         "status": {**good, "results": [{**first, "status": "ok"}]},
         "no reason": {**good, "results": [{**first, "status": "fallback", "reason": None}]},
@@ -334,6 +349,13 @@ def test_schema_rejects_what_the_contract_forbids() -> None:
         "string diff": {**good, "results": [{**first, "max_abs_diff": "0"}]},
         "extra status": {**good, "summary": {**good["summary"], "skipped": 0}},
         "bool count": {**good, "summary": {**good["summary"], "pass": True}},
+        "negative untested": {**good, "summary": {**good["summary"], "untested": -1}},
+        "untested mismatch": {
+            **good,
+            "results": [{**first, "status": "mismatch", "reason": "r", "generalization": _g()}],
+        },
+        "untested without why": {**good, "results": [{**first, "generalization": {**_g(), "why_none": None}}]},
+        "unknown verdict": {**good, "results": [{**first, "generalization": {**_g(), "verdict": "maybe"}}]},
         "schema name": {**good, "schema": "other/1"},
         "no environment": {k: v for k, v in good.items() if k != "environment"},
     }

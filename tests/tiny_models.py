@@ -333,3 +333,100 @@ def tiny_clvp() -> tuple[nn.Module, dict[str, torch.Tensor]]:
     )
     ids = torch.randint(1, VOCAB, (3, 10), generator=torch.Generator().manual_seed(0))
     return ClvpEncoder(config).eval(), {"input_ids": ids}
+
+
+# --- coupled multimodal inputs (issue 9): image tokens in input_ids must match pixel_values ------------
+
+IMAGE_TOKEN = 7
+
+
+class CoupledImageText(nn.Module):
+    """Each row of ``input_ids`` holds one image token (id 7) per patch of ``pixel_values`` [batch,
+    patches, 4]; eager raises otherwise, as LLaVA does when its placeholders and image features differ.
+    ``bake_batch``: a reshape by the example's batch size read as a Python int (frozen by a trace)."""
+
+    def __init__(self, bake_batch: bool = False) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.embed = nn.Embedding(20, 8)
+        self.patch = nn.Linear(4, 8)
+        self.bake_batch = bake_batch
+
+    def forward(
+        self, input_ids: torch.Tensor, pixel_values: torch.Tensor, attention_mask: torch.Tensor
+    ) -> torch.Tensor:
+        image = input_ids == IMAGE_TOKEN
+        if not bool((image.sum(dim=1) == pixel_values.shape[1]).all()):
+            raise ValueError("image tokens and image patches do not match")
+        hidden = self.embed(input_ids).masked_scatter(image.unsqueeze(-1), self.patch(pixel_values))
+        hidden = hidden * attention_mask.unsqueeze(-1)
+        if self.bake_batch:
+            rows = int(input_ids.shape[0])
+            return hidden.reshape(rows, -1).sum(dim=1)
+        return hidden.sum(dim=(1, 2))
+
+
+def coupled_batch(batch: int = 2, length: int = 8, patches: int = 3) -> dict[str, torch.Tensor]:
+    """Inputs for :class:`CoupledImageText`: ``patches`` image tokens in every row, the last row padded."""
+    generator = torch.Generator().manual_seed(0)
+    ids = torch.randint(8, 20, (batch, length), generator=generator)
+    ids[:, 1 : 1 + patches] = IMAGE_TOKEN
+    mask = torch.ones_like(ids)
+    mask[-1, -1:] = 0
+    pixels = torch.randn(batch, patches, 4, generator=generator)
+    return {"input_ids": ids, "pixel_values": pixels, "attention_mask": mask}
+
+
+class OnlyTheExample(nn.Module):
+    """Eager accepts the example and nothing else: no other valid input exists (an untested pass)."""
+
+    def __init__(self, example: torch.Tensor) -> None:
+        super().__init__()
+        self.register_buffer("example", example.clone())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.shape != self.example.shape or not bool(torch.equal(x, self.example)):
+            raise ValueError("only the example is a valid input")
+        return x * 2
+
+
+class LogitsOnly(nn.Module):
+    """A Hugging Face model's ``logits`` alone (what one deploys; a trace cannot output its ModelOutput)."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(
+        self, input_ids: torch.Tensor, pixel_values: torch.Tensor, attention_mask: torch.Tensor
+    ) -> torch.Tensor:
+        return self.model(input_ids=input_ids, pixel_values=pixel_values, attention_mask=attention_mask).logits
+
+
+def tiny_llava(batch: int = 2, length: int = 10) -> tuple[nn.Module, dict[str, torch.Tensor]]:
+    """A LLaVA from config classes (CLIP vision 8x8 image, patch 4: 4 image tokens per row; Llama text)."""
+    from transformers import CLIPVisionConfig, LlamaConfig, LlavaConfig, LlavaForConditionalGeneration
+
+    vision = CLIPVisionConfig(
+        hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2, image_size=8, patch_size=4
+    )
+    text = LlamaConfig(
+        hidden_size=16,
+        intermediate_size=32,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        num_key_value_heads=2,
+        vocab_size=40,
+        max_position_embeddings=64,
+        use_cache=False,
+    )
+    config = LlavaConfig(
+        vision_config=vision, text_config=text, image_token_id=IMAGE_TOKEN, vision_feature_select_strategy="default"
+    )
+    torch.manual_seed(0)
+    model = LogitsOnly(LlavaForConditionalGeneration(config)).eval()
+    generator = torch.Generator().manual_seed(0)
+    ids = torch.randint(8, 40, (batch, length), generator=generator)
+    ids[:, 1:5] = IMAGE_TOKEN  # (8 / 4) ** 2 patches
+    pixels = torch.randn(batch, 3, 8, 8, generator=generator)
+    return model, {"input_ids": ids, "pixel_values": pixels, "attention_mask": torch.ones_like(ids)}

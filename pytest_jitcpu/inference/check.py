@@ -122,7 +122,7 @@ def table(records: Sequence[Record]) -> list[str]:
     out = ["  ".join(row[i].ljust(widths[i]) for i in range(len(widths))) + "  " + row[-1] for row in lines]
     failing = [r for r in records if r.failed]
     counts = report.summary(records)
-    out.append(", ".join(f"{n} {status}" for status, n in counts.items() if n) + f" ({len(records)} checks)")
+    out.append(", ".join(report.counts_text(counts)) + f" ({len(records)} checks)")
     if failing:
         out.append(f"{len(failing)} check(s) failed: " + ", ".join(f"{r.mode}/{r.dtype} {r.status}" for r in failing))
     return [line.rstrip() for line in out]
