@@ -174,3 +174,14 @@ def test_variations_are_shared_by_the_modes_of_a_check(monkeypatch: pytest.Monke
     monkeypatch.setattr(variations, "variations", counting)
     check(tm.CoupledImageText(), tm.coupled_batch(), dtypes=("fp32", "bf16"))
     assert len(made) == 1
+
+
+def test_tiny_qwen2_vl_bakes_its_batch_size_in_its_flattened_patches() -> None:
+    """Qwen2-VL flattens every image's patches into dim 0 of pixel_values: the batch-1 variation takes
+    row 0's 4 patches with row 0's ids and grid, which eager accepts and the batch-2 trace does not."""
+    model, inputs = tm.tiny_qwen2_vl()
+    result = check(model, inputs, modes=("eager", "trace-dict"))
+    rec = result.record("trace-dict")
+    assert rec.status == "diverges", result.table()
+    assert rec.generalization["diverged_on"] == "batch-1"
+    assert "pixel_values=float32[4, 12]" in rec.counterexample, rec.counterexample

@@ -430,3 +430,81 @@ def tiny_llava(batch: int = 2, length: int = 10) -> tuple[nn.Module, dict[str, t
     ids[:, 1:5] = IMAGE_TOKEN  # (8 / 4) ** 2 patches
     pixels = torch.randn(batch, 3, 8, 8, generator=generator)
     return model, {"input_ids": ids, "pixel_values": pixels, "attention_mask": torch.ones_like(ids)}
+
+
+class Qwen2VLLogits(nn.Module):
+    """A Qwen2-VL's ``logits`` alone, from its five coupled inputs."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        pixel_values: torch.Tensor,
+        image_grid_thw: torch.Tensor,
+        mm_token_type_ids: torch.Tensor,
+    ) -> torch.Tensor:
+        out = self.model(
+            input_ids=input_ids,
+            attention_mask=attention_mask,
+            pixel_values=pixel_values,
+            image_grid_thw=image_grid_thw,
+            mm_token_type_ids=mm_token_type_ids,
+        )
+        return out.logits
+
+
+def tiny_qwen2_vl(batch: int = 2, length: int = 12) -> tuple[nn.Module, dict[str, torch.Tensor]]:
+    """A Qwen2-VL from config classes: one 2x2-patch image per row, its 4 patches flattened into
+    ``pixel_values`` [batch * 4, 12] (dim 0 a multiple of the batch), ``image_grid_thw`` [batch, 3]."""
+    from transformers import Qwen2VLConfig, Qwen2VLForConditionalGeneration
+
+    text = {
+        "hidden_size": 32,
+        "intermediate_size": 37,
+        "num_hidden_layers": 1,
+        "num_attention_heads": 4,
+        "num_key_value_heads": 2,
+        "vocab_size": VOCAB,
+        "max_position_embeddings": 128,
+        "rope_scaling": {"type": "mrope", "mrope_section": [1, 1, 2]},
+        "use_cache": False,
+        "bos_token_id": 1,
+        "eos_token_id": 2,
+    }
+    vision = {
+        "depth": 1,
+        "embed_dim": 32,
+        "hidden_size": 32,
+        "num_heads": 4,
+        "patch_size": 2,
+        "spatial_merge_size": 1,
+        "temporal_patch_size": 1,
+        "in_channels": 3,
+    }
+    config = Qwen2VLConfig(
+        text_config=text,
+        vision_config=vision,
+        image_token_id=IMAGE_TOKEN,
+        video_token_id=8,
+        vision_start_token_id=5,
+        vision_end_token_id=6,
+        bos_token_id=1,
+        eos_token_id=2,
+    )
+    torch.manual_seed(0)
+    model = Qwen2VLLogits(Qwen2VLForConditionalGeneration(config)).eval()
+    generator = torch.Generator().manual_seed(0)
+    ids = torch.randint(10, VOCAB, (batch, length), generator=generator)
+    ids[:, 1], ids[:, 2:6], ids[:, 6] = 5, IMAGE_TOKEN, 6  # <vision_start> 4 image tokens <vision_end>
+    inputs = {
+        "input_ids": ids,
+        "attention_mask": torch.ones_like(ids),
+        "pixel_values": torch.randn(batch * 4, 3 * 2 * 2, generator=generator),
+        "image_grid_thw": torch.tensor([[1, 2, 2]] * batch),
+        "mm_token_type_ids": (ids == IMAGE_TOKEN).long(),
+    }
+    return model, inputs
