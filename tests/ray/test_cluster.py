@@ -177,7 +177,11 @@ def test_an_actor_killed_mid_run_is_restarted_and_every_row_comes_out_once(ray_a
         except BaseException as exc:  # noqa: BLE001 - reported by the assertion below
             result["error"] = exc
 
-    earlier = {p.name.split("-")[1] for p in actor_markers.iterdir()}  # runs of the tests before this one
+    earlier = {p.name.split("-")[1] for p in actor_markers.glob("*-*")}  # runs of the tests before this one
+    # Batches slowed while this test runs: on a loaded machine the surviving actor could otherwise finish
+    # every row before Ray's replacement had started, and the restart would go unobserved.
+    slow = actor_markers / "slow"
+    slow.touch()
     thread = threading.Thread(target=job)
     thread.start()
     killed = run_id = None
@@ -192,6 +196,7 @@ def test_an_actor_killed_mid_run_is_restarted_and_every_row_comes_out_once(ray_a
             os.kill(killed, signal.SIGKILL)
         time.sleep(0.05)
     thread.join(timeout=240)
+    slow.unlink()
     assert killed is not None, "the run ended before an actor could be killed"
     assert "error" not in result, result.get("error")
     s = result["summary"]

@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 
 import torch
@@ -50,6 +51,8 @@ def setup() -> None:
 
         def marked(self, batch):
             (Path(folder) / f"batch-{self.run_id}-{os.getpid()}").touch()
+            if (Path(folder) / "slow").exists():  # the kill test: leave Ray time to restart the killed actor
+                time.sleep(0.2)
             return call(self, batch)
 
         cluster.InferActor.__init__ = started
