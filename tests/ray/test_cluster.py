@@ -68,7 +68,9 @@ def test_merged_output_equals_the_single_process_run_row_by_row(ray_address, mod
     assert cosines(got, expected).min() >= 0.9999
     s = result.summary
     assert (s.rows, s.ok, s.skipped, s.actors, s.threads) == (400, 400, 0, 2, 1)
-    assert len(s.actor_modes) == 2 and {a["mode"] for a in s.actor_modes} == {f"{s.mode}/{s.dtype}"}
+    # each actor that got a batch verified and reports the same mode; on a loaded machine the second actor can
+    # start after the first has taken all four batches
+    assert 1 <= len(s.actor_modes) <= 2 and {a["mode"] for a in s.actor_modes} == {f"{s.mode}/{s.dtype}"}
     assert "400 rows (400 ok)" in s.line() and "rows/s" in s.line() and "2 actors x 1 thread" in s.line()
 
 
