@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable, Iterator
+from contextvars import ContextVar
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -20,6 +22,35 @@ from .record import CheckResult, Record
 from .settings import DEFAULT_DTYPES, DEFAULT_MODES, Settings, UsageError
 
 RUNS = 3  # runs per mode before comparing: TorchScript's profiling executor optimizes on later runs
+
+
+@dataclass(frozen=True)
+class Watch:
+    """Who follows a check while it runs (:mod:`pytest_jitcpu.isolation`'s parent process): the phase
+    running now, each record once made, and the (mode, dtype) checks to leave out (done, or crashed,
+    in an earlier child). Set with :func:`watched`; a check without one runs as usual."""
+
+    phase: Callable[[str, str, str], None]
+    record: Callable[[Record], None]
+    skip: frozenset[tuple[str, str]] = frozenset()
+
+
+_WATCH: ContextVar[Watch | None] = ContextVar("jitcpu_watch", default=None)
+
+
+@contextlib.contextmanager
+def watched(watch: Watch) -> Iterator[None]:
+    token = _WATCH.set(watch)
+    try:
+        yield
+    finally:
+        _WATCH.reset(token)
+
+
+def _phase(mode: str, dtype: str, what: str) -> None:
+    watch = _WATCH.get()
+    if watch is not None:
+        watch.phase(mode, dtype, what)
 
 
 @contextlib.contextmanager
@@ -133,29 +164,42 @@ def _check(
     snapshot: state.Snapshot,
 ) -> tuple[list[Record], Any]:
     records: list[Record] = []
+    watch = _WATCH.get()
+    skip = watch.skip if watch is not None else frozenset()
+
+    def made(rec: Record) -> None:
+        records.append(rec)
+        if watch is not None:
+            watch.record(rec)
+
+    _phase("eager", "fp32", "running the eager reference")
     eager = backends.build("eager", model, batch, "fp32")
     reference, error, eager_fields = _reference(eager, batch)
     snapshot.restore()
     if error is not None:
         for dtype in settings.dtypes:
             for mode in settings.modes:
-                reason = error if mode == "eager" else f"not run: the eager reference failed ({error})"
-                records.append(_record(nodeid, label, mode, dtype, "error", reason=reason, notes=list(notes)))
+                if (mode, dtype) not in skip:
+                    reason = error if mode == "eager" else f"not run: the eager reference failed ({error})"
+                    made(_record(nodeid, label, mode, dtype, "error", reason=reason, notes=list(notes)))
         return records, None
     notes.extend(_output_notes(reference))
 
     for dtype in settings.dtypes:
         tolerance = Tolerance(dtype, settings.atol, settings.rtol)
         for mode in settings.modes:
-            if mode == "eager" and dtype == "fp32":
-                records.append(_record(nodeid, label, "eager", "fp32", "pass", notes=list(notes), **eager_fields))
+            if (mode, dtype) in skip:
                 continue
-            records.append(
+            if mode == "eager" and dtype == "fp32":
+                made(_record(nodeid, label, "eager", "fp32", "pass", notes=list(notes), **eager_fields))
+                continue
+            made(
                 _check_mode(
                     model, batch, mode, dtype, reference, tolerance, settings, nodeid, label, notes, generate, on_built
                 )
             )
             snapshot.restore()  # the next mode traces the model as given, not as this one left it
+    _phase("", "", "the serialization round trips")
     changed = snapshot.note()
     if changed:
         for rec in records:
@@ -202,6 +246,7 @@ def _check_mode(
     on_built: Callable[[Built], None] | None,
 ) -> Record:
     rec = _record(nodeid, label, mode, dtype, "pass", notes=list(notes))
+    _phase(mode, dtype, f"building {mode}/{dtype}")
     try:
         built = backends.build(mode, model, batch, dtype)
     except Unavailable as exc:
@@ -216,6 +261,7 @@ def _check_mode(
     rec.frozen, rec.warnings, rec.fused_ops = built.frozen, built.warnings, built.fused_ops
     rec.compile_time_ms = built.compile_time_ms
     rec.notes.extend(built.notes)
+    _phase(mode, dtype, f"running {mode}/{dtype} on the example inputs")
     try:
         out, rec.latency_ms = timed_runs(built, batch, RUNS)
     except Exception as exc:  # noqa: BLE001
@@ -247,6 +293,8 @@ def _after_pass(
     """Checks that only make sense once a mode matched on the example inputs."""
     if rec.mode == "eager":
         return
+    _phase(rec.mode, rec.dtype, f"running {rec.mode}/{rec.dtype} on generated inputs (divergence search)")
     generalize.check(model, batch, built, rec, tolerance, settings, generate)  # says "off" for examples=0
     if settings.serialize and rec.mode in ROUND_TRIP_MODES:
+        _phase(rec.mode, rec.dtype, f"saving {rec.mode}/{rec.dtype} for the serialization round trip")
         serialize.check(batch, built, rec, tolerance, model)

@@ -50,13 +50,15 @@ class JitcpuChecker:
             raise pytest.fail.Exception(
                 f"jitcpu.check: name: {name!r} is not a str; give the model's label as a string", pytrace=False
             )
-        from . import engine  # here, not at import: a session that never checks a model never imports torch
+        from . import isolation  # here, not at import: a session that never checks a model never imports torch
 
         label = self._label(name or type(model).__name__)
         if generate is None:
             generate = settings.generate
         try:
-            result = engine.check(model, inputs, settings=settings, nodeid=self.nodeid, name=label, generate=generate)
+            result = isolation.check(
+                model, inputs, settings=settings, nodeid=self.nodeid, name=label, generate=generate
+            )
         except UsageError as exc:
             raise pytest.fail.Exception(f"jitcpu.check: {exc}", pytrace=False) from None
         self.records.extend(result.records)

@@ -99,6 +99,12 @@ OPTIONS = (
         "(one loader process per session)",
         "true",
     ),
+    Option(
+        "isolate",
+        "run each check in a forked child process, so a model that crashes the interpreter (segfault, abort) "
+        "is an error record and the session goes on (false: in-process, e.g. to debug)",
+        "true",
+    ),
 )
 
 

@@ -14,6 +14,7 @@ the controller, which alone writes the reports.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Generator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -21,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 from . import options
+from .journal import Journal
 from .record import Record
 from .settings import Settings, UsageError
 
@@ -44,6 +46,8 @@ class Session:
         self.gate_lines: list[str] = []
         self.gate_failed = False
         self.write_errors: list[str] = []
+        self.environment: dict[str, Any] | None = None
+        self.journal = Journal(self.report_paths, self._write_partial)
 
     def pytest_report_header(self, config: pytest.Config) -> list[str]:
         s = options.with_ipex(self.settings)
@@ -58,7 +62,25 @@ class Session:
         """Collect records (reports from xdist workers arrive here too)."""
         records = getattr(report, "jitcpu", None)
         if records:
-            self.records.extend(Record.from_json(r) for r in records)
+            fresh = [Record.from_json(r) for r in records]
+            self.records.extend(fresh)
+            self.journal.add(fresh)  # on disk now: the session may die before sessionfinish
+
+    def _write_partial(self, records: list[Record]) -> float:
+        """The reports so far, marked ``"complete": false`` (rewritten as the run goes); the seconds the
+        writing took (the environment, found once, does not count)."""
+        from .environment import environment
+        from .report import sort_records, write
+
+        if self.environment is None:
+            self.environment = environment()
+        start = time.monotonic()
+        for path in self.report_paths:
+            try:
+                write(path, sort_records(records), self.environment, {"complete": False})
+            except OSError:
+                pass  # the final write reports it
+        return time.monotonic() - start
 
     def pytest_sessionfinish(self, session: pytest.Session, exitstatus: int) -> None:
         if not self.records and not self.report_paths and not self.baseline:
@@ -67,9 +89,9 @@ class Session:
         from .report import sort_records, write
 
         self.records = sort_records(self.records)
-        env = environment()
+        env = self.environment or environment()
         comparison = None
-        extra: dict[str, Any] = {}
+        extra: dict[str, Any] = {"complete": True}
         if self.baseline:
             from . import baseline
 
@@ -87,6 +109,8 @@ class Session:
                 self.write_errors.append(f"jitcpu: could not write report {path}: {exc}")
                 if session.exitstatus == 0:
                     session.exitstatus = pytest.ExitCode.USAGE_ERROR  # as when the early check catches it
+        if not self.write_errors:
+            self.journal.finish()  # the reports are whole: the journals are no longer needed
 
     def pytest_terminal_summary(self, terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
         verbosity = config.get_verbosity()

@@ -269,10 +269,25 @@ class _Loader:
 
     def __init__(self) -> None:
         self.proc: subprocess.Popen[str] | None = None
+        self.owner = os.getpid()
         self.folder = tempfile.mkdtemp(prefix="jitcpu-loader-")
 
+    def _alive(self) -> bool:
+        if self.proc is None:
+            return False
+        if self.owner == os.getpid():
+            return self.proc.poll() is None
+        # A forked child (isolation.py) uses its parent's loader: it cannot wait for it (poll() would
+        # say "dead" and start a new one per check), only signal it.
+        try:
+            os.kill(self.proc.pid, 0)
+        except OSError:
+            return False
+        return True
+
     def _start(self) -> subprocess.Popen[str]:
-        if self.proc is None or self.proc.poll() is not None:
+        if not self._alive():
+            self.owner = os.getpid()
             self.proc = subprocess.Popen(
                 [sys.executable, "-u", "-c", CHILD],
                 cwd=self.folder,
@@ -325,6 +340,19 @@ def _loader() -> _Loader:
         _LOADER = _Loader()
         atexit.register(_LOADER.stop)
     return _LOADER
+
+
+def start_loader() -> None:
+    """Start the loader now, in this process (isolation forks a child per check: a loader the child
+    started would die with it, and every check would pay for a new one)."""
+    with contextlib.suppress(OSError):
+        _loader()._start()
+
+
+def stop_loader() -> None:
+    """Stop the loader (a crashed child may have left it half-way through a batch); restarted on use."""
+    if _LOADER is not None:
+        _LOADER.stop()
 
 
 def _run_child(payload: Path, results: Path, folder: Path) -> str | None:

@@ -157,6 +157,7 @@ class Settings:
     derandomize: bool = True
     serialize: bool = True
     generate: Any = None  # the inputs the generalization search tries (marker or check() generate=)
+    isolate: bool = True  # run each check in a forked child: a crash is an error record, not the session's end
     extra: dict = field(default_factory=dict)
     # Set by profiles.from_hypothesis: the search's seed, and which fields came from Hypothesis' profile/seed.
     seed: Any = None
@@ -192,4 +193,5 @@ PARSERS: dict[str, Callable[[Any, str], Any]] = {
     "ipex": parse_flag,
     "derandomize": parse_flag,
     "serialize": parse_flag,
+    "isolate": parse_flag,
 }

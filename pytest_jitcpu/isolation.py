@@ -1,0 +1,352 @@
+"""Run a check in a forked child process, so a model that kills the interpreter is an ``error`` record.
+
+Tracing, running a trace on generated inputs, export, compile and the backends' conversions run native
+code that can segfault or abort (a second trace of a model already traced on other shapes has crashed
+inside torch). In-process, that ends the pytest session: no report, no JUnit, no records. Here each
+``check`` call forks; the child runs :func:`pytest_jitcpu.engine.check` and sends, through a pipe, the
+phase it is in, each record as it is made and finally the result. The parent, whose model was never
+touched, waits. When the child dies, the (mode, dtype) that was running gets an ``error`` record
+("crashed: signal 11 (SIGSEGV) while running trace-tuple on generated inputs ..."), the records already
+made are kept, and the checks not yet run go to a fresh child; the session goes on.
+
+Why fork rather than a new interpreter: the child shares the parent's memory copy-on-write, so the
+model is not pickled (a user's model class may live in a test file) and nothing is imported again;
+the cost is a few milliseconds per check (``benchmarks/isolation.py``).
+
+OpenMP (libgomp) does not survive a fork: a parallel region in the child waits forever for the parent's
+worker threads. So when the parent runs with more than one torch thread, the child runs with one and its
+records say so (their latencies are single-threaded).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import faulthandler
+import os
+import pickle
+import select
+import signal
+import struct
+import sys
+import sysconfig
+import tempfile
+import warnings
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from . import engine, serialize
+from .backends.table import ROUND_TRIP_MODES
+from .record import CheckResult, Record
+from .settings import Settings
+
+_HEADER = struct.Struct("!Q")
+_POLL_S = 0.2
+# Frames in these are not where a model crashed (faulthandler lists ctypes.string_at, torch's module call).
+_NOT_THE_MODEL = (os.path.dirname(torch.__file__) + os.sep, sysconfig.get_paths()["stdlib"] + os.sep)
+_IN_CHILD = False  # a check inside an isolated check runs in that child
+
+
+def available() -> bool:
+    return hasattr(os, "fork") and hasattr(os, "waitpid")
+
+
+@dataclass
+class _Outcome:
+    """What one child sent before it ended."""
+
+    records: list[Record] = field(default_factory=list)
+    phase: tuple[str, str, str] | None = None
+    result: CheckResult | None = None
+    raised: BaseException | None = None
+    how: str = ""  # how the child ended, when it ended without a result
+    where: str | None = None  # the innermost Python frame faulthandler saw, when it crashed
+
+
+def check(
+    model: Any,
+    inputs: Any,
+    *,
+    settings: Settings,
+    nodeid: str = "",
+    name: str | None = None,
+    generate: Any = None,
+) -> CheckResult:
+    """:func:`engine.check` in a forked child (``settings.isolate`` and a platform with fork), else in-process."""
+    if not settings.isolate or not available() or _IN_CHILD:
+        return engine.check(model, inputs, settings=settings, nodeid=nodeid, name=name, generate=generate)
+    wanted = [(mode, dtype) for dtype in settings.dtypes for mode in settings.modes]
+    threads = torch.get_num_threads()
+    child_threads = 1 if threads > 1 else None
+    if settings.serialize and any(mode in ROUND_TRIP_MODES for mode in settings.modes):
+        serialize.start_loader()  # in the parent: a loader started in a child would die with it
+    _warm(settings)
+    made: dict[tuple[str, str], Record] = {}
+    reference: Any = None
+    crashes: list[str] = []
+    label = name or type(model).__name__
+    while True:
+        before = sum(pair in made for pair in wanted)
+        outcome = _run(model, inputs, settings, nodeid, label, generate, frozenset(made), child_threads)
+        if outcome.raised is not None:
+            raise outcome.raised
+        if outcome.result is not None:
+            for rec in outcome.result.records:
+                if crashes:
+                    rec.notes.append(f"checked in a fresh child process after an earlier one {crashes[-1]}")
+                made[(rec.mode, rec.dtype)] = rec
+            reference = outcome.result.reference
+            break
+        serialize.stop_loader()  # it may be half-way through the dead child's batch
+        reason, crashed = _crash_records(outcome, nodeid, label, settings, made)
+        for rec in outcome.records:
+            if crashes:
+                rec.notes.append(f"checked in a fresh child process after an earlier one {crashes[-1]}")
+            made[(rec.mode, rec.dtype)] = rec
+        made.update(crashed)
+        crashes.append(reason)
+        if (
+            sum(pair in made for pair in wanted) == before
+        ):  # it died where no (mode, dtype) can be left out: the rest cannot run either
+            for pair in wanted:
+                made.setdefault(pair, _error(nodeid, label, *pair, f"not run: the check {reason}"))
+        if all(pair in made for pair in wanted):
+            break
+    records = [made[pair] for pair in wanted if pair in made]
+    for rec in records:
+        if child_threads is not None:
+            rec.notes.append(
+                f"checked in a forked child with {child_threads} thread (the session's {threads} OpenMP threads "
+                "do not survive a fork); latency_ms is single-threaded"
+            )
+    return CheckResult(model=label, records=records, reference=reference)
+
+
+_WARMED: set[tuple[str, str]] = set()
+
+
+def _warm(settings: Settings) -> None:
+    """Pay, once in the parent, what a process pays on its first check of each mode (TorchScript's and
+    Hypothesis' first use, lazy imports of export/compile): measured 0.3 s of CPU per check when every
+    child paid it again. A tiny Linear layer, the caller's random state untouched."""
+    pairs = {(m, d) for d in settings.dtypes for m in settings.modes} - _WARMED
+    if not pairs:
+        return
+    _WARMED.update(pairs)
+    warm = settings.updated(
+        modes=sorted({m for m, _ in pairs}), dtypes=sorted({d for _, d in pairs}), examples=min(settings.examples, 2)
+    )
+    warm = dataclasses.replace(warm, serialize=False, isolate=False, generate=None)
+    with torch.random.fork_rng(devices=[]), contextlib.suppress(Exception):
+        engine.check(torch.nn.Linear(2, 2), (torch.ones(2, 2),), settings=warm, name="warm-up")
+
+
+def _crash_records(
+    outcome: _Outcome, nodeid: str, label: str, settings: Settings, made: dict[tuple[str, str], Record]
+) -> tuple[str, dict[tuple[str, str], Record]]:
+    """Why the child died, and the error record(s) of the check(s) it was running."""
+    mode, dtype, what = outcome.phase or ("eager", "fp32", "starting the check")
+    where = f" (at {outcome.where})" if outcome.where else ""
+    reason = f"crashed: {outcome.how} while {what}{where}"
+    done = made | {(r.mode, r.dtype): r for r in outcome.records}
+    if not mode:  # after every record was made: the serialization round trips
+        for rec in outcome.records:
+            if rec.mode in ROUND_TRIP_MODES and rec.serializable is None:
+                rec.serializable_reason = f"not checked: the process {reason}"
+        pending = [(m, d) for d in settings.dtypes for m in settings.modes if (m, d) not in done]
+        return reason, {pair: _error(nodeid, label, *pair, f"not run: the process {reason}") for pair in pending}
+    if what in ("running the eager reference", "starting the check"):
+        return reason, {
+            (m, d): _error(nodeid, label, m, d, reason if m == "eager" else f"not run: the eager reference {reason}")
+            for d in settings.dtypes
+            for m in settings.modes
+            if (m, d) not in done
+        }
+    return reason, {(mode, dtype): _error(nodeid, label, mode, dtype, reason)}
+
+
+def _error(nodeid: str, label: str, mode: str, dtype: str, reason: str) -> Record:
+    return Record(nodeid=nodeid, model=label, mode=mode, dtype=dtype, status="error", reason=reason)
+
+
+def _run(
+    model: Any,
+    inputs: Any,
+    settings: Settings,
+    nodeid: str,
+    label: str,
+    generate: Any,
+    skip: frozenset[tuple[str, str]],
+    threads: int | None,
+) -> _Outcome:
+    read_fd, write_fd = os.pipe()
+    crash_log = tempfile.TemporaryFile()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # 3.12+: "fork() with threads may deadlock"
+        pid = os.fork()
+    if pid == 0:  # the child: never returns
+        os.close(read_fd)
+        _child(write_fd, crash_log, threads, model, inputs, settings, nodeid, label, generate, skip)
+    os.close(write_fd)
+    try:
+        data, status = _collect(read_fd, pid)
+    finally:
+        os.close(read_fd)
+        with contextlib.suppress(ChildProcessError):
+            if os.waitpid(pid, os.WNOHANG) == (0, 0):  # interrupted (Ctrl-C): the child goes too
+                os.kill(pid, signal.SIGKILL)
+                os.waitpid(pid, 0)
+    outcome = _parse(data)
+    if outcome.result is None and outcome.raised is None:
+        outcome.how = _how(status)
+        crash_log.seek(0)
+        outcome.where = _innermost(crash_log.read().decode("utf-8", "replace"))
+    crash_log.close()
+    return outcome
+
+
+def _collect(read_fd: int, pid: int) -> tuple[bytes, int]:
+    """Everything the child wrote, and its wait status. Polls: a grandchild that inherited the pipe
+    must not keep the parent waiting after the child is gone."""
+    chunks: list[bytes] = []
+    status: int | None = None
+    while True:
+        ready, _, _ = select.select([read_fd], [], [], _POLL_S)
+        if ready:
+            chunk = os.read(read_fd, 1 << 20)
+            if chunk:
+                chunks.append(chunk)
+                continue
+            break  # EOF
+        done, code = os.waitpid(pid, os.WNOHANG)
+        if done:
+            status = code
+            os.set_blocking(read_fd, False)
+            with contextlib.suppress(BlockingIOError):
+                while chunk := os.read(read_fd, 1 << 20):
+                    chunks.append(chunk)
+            break
+    if status is None:
+        _, status = os.waitpid(pid, 0)
+    return b"".join(chunks), status
+
+
+def _parse(data: bytes) -> _Outcome:
+    outcome = _Outcome()
+    offset = 0
+    while offset + _HEADER.size <= len(data):
+        (size,) = _HEADER.unpack_from(data, offset)
+        start = offset + _HEADER.size
+        if start + size > len(data):
+            break  # the child died while writing this one
+        kind, *payload = pickle.loads(data[start : start + size])
+        offset = start + size
+        if kind == "phase":
+            outcome.phase = tuple(payload)  # type: ignore[assignment]
+        elif kind == "record":
+            outcome.records.append(payload[0])
+        elif kind == "done":
+            outcome.result = payload[0]
+        elif kind == "raise":
+            outcome.raised = payload[0]
+    return outcome
+
+
+def _how(status: int) -> str:
+    if os.WIFSIGNALED(status):
+        number = os.WTERMSIG(status)
+        try:
+            signame = signal.Signals(number).name
+        except ValueError:
+            signame = "unknown"
+        return f"signal {number} ({signame})"
+    if os.WIFEXITED(status):
+        return f"exited with code {os.WEXITSTATUS(status)}"
+    return f"ended with wait status {status}"
+
+
+def _innermost(log: str) -> str | None:
+    """The innermost frame outside torch and the standard library in faulthandler's dump ("File "x.py", line 3 in forward")."""
+    frames = []
+    for raw in log.splitlines():
+        line = raw.strip()
+        if line.startswith('File "') and " line " in line:
+            path = line.split('"')[1]
+            rest = line.rsplit(" line ", 1)[1]  # "12 in forward"
+            frames.append((path, rest))
+    for path, rest in frames:  # most recent call first
+        if not path.startswith(_NOT_THE_MODEL):
+            lineno, _, func = rest.partition(" in ")
+            return f"{os.path.basename(path)}:{lineno} in {func}"
+    return None
+
+
+class _Pipe:
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+
+    def send(self, *message: Any) -> None:
+        try:
+            blob = pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL)
+        except Exception:  # noqa: BLE001 - an unpicklable payload must not lose the message
+            blob = pickle.dumps(_picklable(message), protocol=pickle.HIGHEST_PROTOCOL)
+        data = _HEADER.pack(len(blob)) + blob
+        view = memoryview(data)
+        while view:
+            view = view[os.write(self.fd, view) :]
+
+
+def _picklable(message: tuple[Any, ...]) -> tuple[Any, ...]:
+    kind, *payload = message
+    if kind == "done":
+        result = payload[0]
+        return (kind, CheckResult(model=result.model, records=result.records, reference=None))
+    if kind == "raise":
+        exc = payload[0]
+        return (kind, RuntimeError(f"{type(exc).__name__}: {exc}"))
+    return message
+
+
+def _child(
+    write_fd: int,
+    crash_log: Any,
+    threads: int | None,
+    model: Any,
+    inputs: Any,
+    settings: Settings,
+    nodeid: str,
+    label: str,
+    generate: Any,
+    skip: frozenset[tuple[str, str]],
+) -> None:
+    global _IN_CHILD  # noqa: PLW0603 - this process is the child from here on
+    code = 0
+    try:
+        _IN_CHILD = True
+        faulthandler.enable(file=crash_log, all_threads=False)  # where it crashed, for the reason
+        if threads is not None:
+            torch.set_num_threads(threads)
+        pipe = _Pipe(write_fd)
+        watch = engine.Watch(
+            phase=lambda mode, dtype, what: pipe.send("phase", mode, dtype, what),
+            record=lambda rec: pipe.send("record", rec),
+            skip=skip,
+        )
+        try:
+            with engine.watched(watch):
+                result = engine.check(model, inputs, settings=settings, nodeid=nodeid, name=label, generate=generate)
+            pipe.send("done", result)
+        except BaseException as exc:  # noqa: BLE001 - the parent raises it (UsageError, KeyboardInterrupt, a bug)
+            exc.__traceback__ = None
+            pipe.send("raise", exc)
+    except BaseException:  # noqa: BLE001 - nothing may unwind into pytest's code in the child
+        code = 70
+    finally:
+        with contextlib.suppress(Exception):
+            sys.stdout.flush()
+            sys.stderr.flush()
+        os._exit(code)

@@ -1,0 +1,228 @@
+"""A model that kills the interpreter is an ``error`` record, not the end of the session (issue 9); a
+session that dies anyway leaves the records of the tests that ran (journal and partial report)."""
+
+from __future__ import annotations
+
+import json
+import os
+import xml.etree.ElementTree as ET
+
+import pytest
+from plugin_runs import load_json, outcomes, records_by_test, run, schema_errors, without_timing
+
+from pytest_jitcpu import isolation, journal
+
+CRASHERS = """
+import ctypes
+import os
+import signal
+
+import torch
+import tiny_models as tm
+
+
+class Crashes(torch.nn.Module):
+    \"\"\"Kills the interpreter when traced ("trace"), or on an input of another batch size than the
+    example's, i.e. a generated one ("generated").\"\"\"
+
+    def __init__(self, when, how):
+        super().__init__()
+        torch.manual_seed(0)
+        self.lin = torch.nn.Linear(4, 4)
+        self.when, self.how = when, how
+
+    def forward(self, x):
+        if (
+            self.when == "always"
+            or (self.when == "trace" and torch.jit.is_tracing())
+            or (self.when == "generated" and x.shape[0] != 2)
+        ):
+            if self.how == "segv":
+                os.kill(os.getpid(), signal.SIGSEGV)
+            elif self.how == "null":
+                ctypes.string_at(0)
+            elif self.how == "abort":
+                os.abort()
+            else:
+                os._exit(3)
+        return self.lin(x)
+
+
+def test_before(jitcpu):
+    jitcpu.check(tm.TinyMLP(), {"x": tm.features()})
+
+
+def test_segv_when_traced(jitcpu):
+    jitcpu.check(Crashes("trace", "segv"), {"x": tm.features()})
+
+
+def test_null_pointer_on_a_generated_input(jitcpu):
+    jitcpu.check(Crashes("generated", "null"), {"x": tm.features()})
+
+
+def test_exit_when_traced(jitcpu):
+    jitcpu.check(Crashes("trace", "exit"), {"x": tm.features()})
+
+
+def test_abort_in_eager(jitcpu):
+    jitcpu.check(Crashes("always", "abort"), {"x": tm.features()})
+
+
+def test_after(jitcpu):
+    jitcpu.check(tm.TinyText(), tm.text_batch())
+"""
+
+OUTCOMES = {
+    "test_before": "PASSED",
+    "test_segv_when_traced": "FAILED",
+    "test_null_pointer_on_a_generated_input": "FAILED",
+    "test_exit_when_traced": "FAILED",
+    "test_abort_in_eager": "FAILED",
+    "test_after": "PASSED",
+}
+ARGS = ("--jitcpu-dtypes=fp32", "--jitcpu-examples=3", "--jitcpu-serialize=false", "-rA")
+
+
+def test_a_crash_in_a_check_is_an_error_record_and_the_session_goes_on(jitcpu_pytester: pytest.Pytester) -> None:
+    """Under xdist (``-n 2``) and without: the same records."""
+    jitcpu_pytester.makepyfile(test_crashers=CRASHERS)
+    serial = run(jitcpu_pytester, *ARGS, "--jitcpu-report=out/s.json", fast=False)
+    assert outcomes(serial) == OUTCOMES
+    result = run(jitcpu_pytester, *ARGS, "-n", "2", "--jitcpu-report=out/r.json", "--junitxml=out/j.xml", fast=False)
+    assert outcomes(result) == OUTCOMES
+    result.stdout.no_fnmatch_line("*node down*")  # under xdist, no worker died: the child did
+    data = load_json(jitcpu_pytester.path / "out" / "r.json")
+    assert schema_errors(data) == [] and data["complete"] is True
+    by_test = records_by_test(data)
+    assert set(by_test) == set(OUTCOMES), "every test that ran has its records"
+    reasons = {name: {r["mode"]: (r["status"], r["reason"]) for r in recs} for name, recs in by_test.items()}
+    for mode in ("trace-dict", "trace-tuple"):
+        status, reason = reasons["test_segv_when_traced"][mode]
+        assert status == "error"
+        assert reason.startswith(f"crashed: signal 11 (SIGSEGV) while building {mode}/fp32 (at test_crashers.py:")
+        assert reason.endswith(" in forward)"), "the model's own line, from faulthandler"
+        status, reason = reasons["test_null_pointer_on_a_generated_input"][mode]
+        assert status == "error"
+        assert reason.startswith(
+            f"crashed: signal 11 (SIGSEGV) while running {mode}/fp32 on generated inputs (divergence search)"
+        ), reason
+        assert reasons["test_exit_when_traced"][mode] == (
+            "error",
+            f"crashed: exited with code 3 while building {mode}/fp32",
+        )
+    aborted = "crashed: signal 6 (SIGABRT) while running the eager reference (at test_crashers.py:"
+    assert reasons["test_abort_in_eager"]["eager"][0] == "error"
+    assert reasons["test_abort_in_eager"]["eager"][1].startswith(aborted)
+    for mode in ("trace-dict", "trace-tuple"):
+        status, reason = reasons["test_abort_in_eager"][mode]
+        assert status == "error" and reason.startswith("not run: the eager reference " + aborted), reason
+    for name in set(OUTCOMES) - {"test_abort_in_eager"}:
+        assert reasons[name]["eager"][0] == "pass", "eager ran before the crash and keeps its record"
+    assert {s for s, _ in reasons["test_after"].values()} == {"pass"}
+    cases = ET.parse(jitcpu_pytester.path / "out" / "j.xml").getroot().iter("testcase")
+    junit = {case.get("name"): [child.tag for child in case] for case in cases}
+    assert set(junit) == set(OUTCOMES), "the JUnit XML has every test"
+    assert {name for name, tags in junit.items() if "failure" in tags} == {
+        n for n, outcome in OUTCOMES.items() if outcome == "FAILED"
+    }
+    assert not (jitcpu_pytester.path / "out" / "r.json.journal").exists(), "a finished session removes its journal"
+    assert without_timing(load_json(jitcpu_pytester.path / "out" / "s.json")) == without_timing(data)
+
+
+PIDS = """
+import os
+
+import torch
+import tiny_models as tm
+
+
+class RecordsPid(torch.nn.Module):
+    def __init__(self, path):
+        super().__init__()
+        self.lin = torch.nn.Linear(4, 4)
+        self.path = path
+
+    def forward(self, x):
+        with open(self.path, "a") as f:
+            f.write(f"{os.getpid()}\\n")
+        return self.lin(x)
+
+
+def test_pid(jitcpu):
+    with open("test.pid", "w") as f:
+        f.write(str(os.getpid()))
+    jitcpu.check(RecordsPid("isolated.pids"), {"x": tm.features()})
+    jitcpu.check(RecordsPid("in_process.pids"), {"x": tm.features()}, isolate="false")
+"""
+
+
+def test_a_check_runs_in_one_forked_child_unless_isolate_is_off(jitcpu_pytester: pytest.Pytester) -> None:
+    jitcpu_pytester.makepyfile(test_pids=PIDS)
+    result = run(jitcpu_pytester, "--jitcpu-dtypes=fp32", "-rA")
+    assert outcomes(result) == {"test_pid": "PASSED"}
+    test_pid = int((jitcpu_pytester.path / "test.pid").read_text())
+
+    def pids(name: str) -> set[int]:
+        return {int(p) for p in (jitcpu_pytester.path / name).read_text().split()}
+
+    isolated = pids("isolated.pids")
+    assert test_pid not in isolated and len(isolated) == 1, "the model ran in one forked child"
+    assert pids("in_process.pids") == {test_pid}
+
+
+def test_bad_isolate_value_is_a_usage_error(jitcpu_pytester: pytest.Pytester) -> None:
+    result = jitcpu_pytester.runpytest_subprocess("--jitcpu-isolate=maybe")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*--jitcpu-isolate*maybe*not a boolean*"])
+
+
+KILLED = """
+import os
+import signal
+
+import tiny_models as tm
+
+
+def test_a(jitcpu):
+    jitcpu.check(tm.TinyMLP(), {"x": tm.features()})
+
+
+def test_b(jitcpu):
+    jitcpu.check(tm.TinyText(), tm.text_batch())
+
+
+def test_killed():
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+def test_never_runs(jitcpu):
+    jitcpu.check(tm.TinyMLP(), {"x": tm.features()})
+"""
+
+
+def test_a_killed_session_leaves_the_records_of_the_tests_that_ran(jitcpu_pytester: pytest.Pytester) -> None:
+    jitcpu_pytester.makepyfile(test_killed=KILLED)
+    # -p no:randomly keeps file order; the session itself is killed, so no INTERNALERROR check applies
+    result = jitcpu_pytester.runpytest_subprocess(
+        "-p", "no:cacheprovider", "--jitcpu-dtypes=fp32", "--jitcpu-examples=0", "--jitcpu-report=out/r.json"
+    )
+    assert result.ret == -9, "the session was killed (SIGKILL)"
+    expected = {("test_a", "TinyMLP"), ("test_b", "TinyText")}
+    records = journal.read(jitcpu_pytester.path / "out" / "r.json.journal")
+    assert {(r.nodeid.split("::")[1], r.model) for r in records} == expected
+    assert len(records) == 6 and {r.status for r in records} == {"pass"}
+    partial = load_json(jitcpu_pytester.path / "out" / "r.json")  # rewritten as tests finished, whole
+    assert schema_errors(partial) == [] and partial["complete"] is False
+    assert {(r["nodeid"].split("::")[1], r["model"]) for r in partial["results"]} == expected
+    assert sorted(os.listdir(jitcpu_pytester.path / "out")) == ["r.json", "r.json.journal"], "no temporary files"
+
+
+def test_crash_reasons_name_the_signal_and_the_frame() -> None:
+    assert isolation._how(11) == "signal 11 (SIGSEGV)"  # a wait status: killed by signal 11
+    assert isolation._how(3 << 8) == "exited with code 3"
+    dump = (
+        "Fatal Python error: Segmentation fault\n\nCurrent thread 0x01 (most recent call first):\n"
+        f'  File "{os.path.dirname(json.__file__)}/__init__.py", line 519 in string_at\n'
+        '  File "/tmp/x/test_model.py", line 12 in forward\n'
+    )
+    assert isolation._innermost(dump) == "test_model.py:12 in forward"
