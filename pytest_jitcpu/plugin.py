@@ -9,7 +9,8 @@ The session state lives in one :class:`Session` object in ``config.stash``; its 
 own methods, and it is registered as a plugin only on the controller (not on xdist workers), and
 unregistered in ``pytest_unconfigure``, the way pytest's junitxml registers ``LogXML``. Records travel on
 each ``TestReport`` (attribute ``jitcpu`` and JUnit ``user_properties``), so pytest-xdist carries them to
-the controller, which alone writes the reports.
+the controller, which alone writes the reports: as they arrive (:mod:`pytest_jitcpu.journal`, so a session
+that dies leaves them) and at the end.
 """
 
 from __future__ import annotations

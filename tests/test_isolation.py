@@ -81,6 +81,7 @@ OUTCOMES = {
     "test_after": "PASSED",
 }
 ARGS = ("--jitcpu-dtypes=fp32", "--jitcpu-examples=3", "--jitcpu-serialize=false", "-rA")
+FAST_ARGS = ("-p", "no:cacheprovider", "--jitcpu-dtypes=fp32", "--jitcpu-examples=3", "--jitcpu-serialize=false")
 
 
 def test_a_crash_in_a_check_is_an_error_record_and_the_session_goes_on(jitcpu_pytester: pytest.Pytester) -> None:
@@ -226,3 +227,27 @@ def test_crash_reasons_name_the_signal_and_the_frame() -> None:
         '  File "/tmp/x/test_model.py", line 12 in forward\n'
     )
     assert isolation._innermost(dump) == "test_model.py:12 in forward"
+
+
+THREADS = """
+import torch
+import tiny_models as tm
+
+
+def test_after_openmp_threads_ran(jitcpu):
+    torch.set_num_threads(2)
+    a = torch.randn(512, 512)
+    for _ in range(3):
+        a @ a  # the parent's OpenMP pool is up: a parallel region in a forked child would wait for it forever
+    result = jitcpu.check(tm.TinyText(), tm.text_batch(batch=4, length=64))
+    assert all("forked child with 1 thread" in " ".join(r.notes) for r in result), [r.notes for r in result]
+"""
+
+
+def test_a_session_with_openmp_threads_checks_in_a_one_thread_child(
+    jitcpu_pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("OMP_NUM_THREADS", "2")
+    jitcpu_pytester.makepyfile(test_threads=THREADS)
+    result = jitcpu_pytester.runpytest_subprocess(*FAST_ARGS, "-rA", timeout=300)  # a hang fails, not blocks
+    assert outcomes(result) == {"test_after_openmp_threads_ran": "PASSED"}
