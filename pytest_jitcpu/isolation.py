@@ -92,24 +92,20 @@ def check(
         outcome = _run(model, inputs, settings, nodeid, label, generate, frozenset(made), child_threads)
         if outcome.raised is not None:
             raise outcome.raised
+        finished = outcome.result.records if outcome.result is not None else outcome.records
+        for rec in finished:
+            if crashes:
+                rec.notes.append(f"checked in a fresh child process after an earlier one {crashes[-1]}")
+            made[(rec.mode, rec.dtype)] = rec
         if outcome.result is not None:
-            for rec in outcome.result.records:
-                if crashes:
-                    rec.notes.append(f"checked in a fresh child process after an earlier one {crashes[-1]}")
-                made[(rec.mode, rec.dtype)] = rec
             reference = outcome.result.reference
             break
         serialize.stop_loader()  # it may be half-way through the dead child's batch
         reason, crashed = _crash_records(outcome, nodeid, label, settings, made)
-        for rec in outcome.records:
-            if crashes:
-                rec.notes.append(f"checked in a fresh child process after an earlier one {crashes[-1]}")
-            made[(rec.mode, rec.dtype)] = rec
         made.update(crashed)
         crashes.append(reason)
-        if (
-            sum(pair in made for pair in wanted) == before
-        ):  # it died where no (mode, dtype) can be left out: the rest cannot run either
+        if sum(pair in made for pair in wanted) == before:
+            # It died where no (mode, dtype) can be left out: another child would die there too.
             for pair in wanted:
                 made.setdefault(pair, _error(nodeid, label, *pair, f"not run: the check {reason}"))
         if all(pair in made for pair in wanted):
