@@ -42,6 +42,11 @@ from .backends.table import ROUND_TRIP_MODES
 from .record import CheckResult, Record
 from .settings import Settings
 
+# The modes verified to run in a forked child. A check that selects any other runs in-process: ONNX
+# Runtime's and OpenVINO's thread pools (and, untested here, inductor's compile workers and IPEX) live in
+# threads of the parent that a fork does not copy, and a child that waits for them hangs (measured: an
+# onnx/openvino check in a child never finished).
+FORK_SAFE = frozenset({"eager", "trace-dict", "trace-tuple"})
 _HEADER = struct.Struct("!Q")
 _POLL_S = 0.2
 # Frames in these are not where a model crashed (faulthandler lists ctypes.string_at, torch's module call).
@@ -76,6 +81,8 @@ def check(
 ) -> CheckResult:
     """:func:`engine.check` in a forked child (``settings.isolate`` and a platform with fork), else in-process."""
     if not settings.isolate or not available() or _IN_CHILD:
+        return engine.check(model, inputs, settings=settings, nodeid=nodeid, name=name, generate=generate)
+    if any(mode not in FORK_SAFE for mode in settings.modes):
         return engine.check(model, inputs, settings=settings, nodeid=nodeid, name=name, generate=generate)
     wanted = [(mode, dtype) for dtype in settings.dtypes for mode in settings.modes]
     threads = torch.get_num_threads()

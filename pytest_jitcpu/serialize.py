@@ -304,6 +304,11 @@ class _Loader:
         if proc is not None and proc.poll() is None:
             proc.kill()
             proc.wait()
+        if proc is not None:  # its pipes too: a user's filterwarnings=error turns a ResourceWarning into an error
+            for pipe in (proc.stdin, proc.stdout, proc.stderr):
+                with contextlib.suppress(OSError):
+                    if pipe is not None:
+                        pipe.close()
 
     def serve(self, payload: Path, results: Path) -> str | None:
         """Run one batch; None on success, else why it failed."""
