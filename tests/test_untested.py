@@ -131,10 +131,20 @@ def test_baseline_gate_fails_a_pass_that_became_untested(jitcpu_pytester: pytest
 
 
 FACTORY_SUITE = """
+import json
+import os
+from pathlib import Path
+
 import pytest
 import tiny_models as tm
 
-CALLS = []
+# in a file, not a list: with isolation the factory runs in the check's forked child (one file per xdist worker)
+CALLS_FILE = Path(__file__).with_name("calls-" + os.environ.get("PYTEST_XDIST_WORKER", "main") + ".jsonl")
+
+
+def calls():
+    lines = CALLS_FILE.read_text(encoding="utf-8").splitlines() if CALLS_FILE.exists() else []
+    return [tuple(json.loads(line)) for line in lines]
 
 
 class TinyTester:
@@ -146,7 +156,8 @@ class TinyTester:
         self.batch_size, self.seq_length, self.patches = batch_size, seq_length, patches
 
     def prepare_config_and_inputs_for_common(self):
-        CALLS.append((self.batch_size, self.seq_length))
+        with open(CALLS_FILE, "a", encoding="utf-8") as f:
+            f.write(json.dumps([self.batch_size, self.seq_length]) + "\\n")
         return {"patches": self.patches}, tm.coupled_batch(self.batch_size, self.seq_length, self.patches)
 
 
@@ -166,15 +177,15 @@ def test_factory_tests_a_good_model(jitcpu):
     result = jitcpu.check(tm.CoupledImageText().eval(), tm.coupled_batch())
     rec = result.record("trace-tuple")
     assert rec.generalization["kinds"] == ["generate="] and rec.generalization["matched"] >= 5
-    assert {b for b, _ in CALLS} >= {1, 2, 3} and min(s for _, s in CALLS) >= 3
+    assert {b for b, _ in calls()} >= {1, 2, 3} and min(s for _, s in calls()) >= 3
     assert [(r.mode, r.dtype) for r in result] == [("eager", "fp32"), ("trace-tuple", "fp32")]  # merged marks
 
 
 @pytest.mark.jitcpu(generate=[tm.coupled_batch(batch=1), tm.coupled_batch(batch=4)])
 def test_own_generate_wins(jitcpu):
-    before = len(CALLS)
+    before = len(calls())
     rec = jitcpu.check(tm.CoupledImageText().eval(), tm.coupled_batch()).record("trace-dict")
-    assert len(CALLS) == before and rec.generalization["matched"] == 2
+    assert len(calls()) == before and rec.generalization["matched"] == 2
 
 
 @pytest.mark.jitcpu(generate=lambda batch_size: 1 / 0)
