@@ -165,7 +165,7 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def test_an_actor_killed_mid_run_is_restarted_and_every_row_comes_out_once(ray_address, actor_markers, model, tmp_path):
+def test_an_actor_killed_mid_run_loses_no_row_and_repeats_none(ray_address, actor_markers, model, tmp_path):
     n = 6000
     source = write_jsonl(tmp_path / "in.jsonl", n)
     out = tmp_path / "out.jsonl"
@@ -206,9 +206,11 @@ def test_an_actor_killed_mid_run_is_restarted_and_every_row_comes_out_once(ray_a
     assert [r["id"] for r in got] == [f"r{i}" for i in range(n)]  # each id once, in input order
     assert s.rows == s.ok == n
     assert not _alive(killed)
-    # Ray started a replacement: more actor processes than the pool of 2 holds at once
+    # The killed actor's rows came out anyway (above): Ray either restarted it or retried its task on the
+    # other actor; which one comes first depends on the machine's load (a CI run saw both), so only the
+    # outcome is asserted, not a replacement process.
     started = {int(p.name.split("-")[2]) for p in actor_markers.glob(f"started-{run_id}-*")}
-    assert killed in started and len(started) >= 3 and s.actors == 2
+    assert killed in started and s.actors == 2
 
 
 def test_usage_errors_name_what_is_wrong(ray_address, model, tmp_path):
