@@ -40,6 +40,13 @@ class Unavailable(Exception):
     """This machine or environment cannot run the mode; the message says why."""
 
 
+def require(dtype: str, missing: Callable[[], str | None], bf16_refused: Callable[[], str | None]) -> None:
+    """Raise Unavailable when a runtime backend's package is missing, or bf16 is asked where it cannot run."""
+    why = missing() or (bf16_refused() if dtype == "bf16" else None)
+    if why is not None:
+        raise Unavailable(why)
+
+
 @dataclass
 class Built:
     """A model prepared for one mode and dtype."""

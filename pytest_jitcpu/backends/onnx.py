@@ -33,12 +33,12 @@ from .base import (
     Built,
     Fallback,
     Portable,
-    Unavailable,
     captured_warnings,
     first_line,
     precision,
     quiet_torch_logs,
     reason,
+    require,
 )
 from .dynamic import export_program, input_names
 from .table import backend
@@ -186,13 +186,7 @@ def _array(value: Any) -> Any:
 
 def build(model: torch.nn.Module, inputs: Inputs, dtype: str) -> Built:
     """Export (dynamic batch/sequence), convert to ONNX, load in ONNX Runtime's CPU provider."""
-    missing = unavailable_reason()
-    if missing is not None:
-        raise Unavailable(missing)
-    if dtype == "bf16":
-        refused = bf16_unsupported()
-        if refused is not None:
-            raise Unavailable(refused)
+    require(dtype, unavailable_reason, bf16_unsupported)
     seen: list[str] = []
     notes: list[str] = []
     import onnxscript  # noqa: F401 - imported first so its folder is known to the warnings filter

@@ -25,7 +25,16 @@ import torch
 
 from .. import environment, nested
 from ..inputs import Inputs, forward_parameters
-from .base import Built, Fallback, Portable, Unavailable, captured_warnings, first_line, quiet_torch_logs, reason
+from .base import (
+    Built,
+    Fallback,
+    Portable,
+    captured_warnings,
+    first_line,
+    quiet_torch_logs,
+    reason,
+    require,
+)
 from .table import backend
 
 HINTS = {"fp32": "f32", "bf16": "bf16"}  # INFERENCE_PRECISION_HINT per dtype
@@ -143,13 +152,7 @@ def _feeder(model: torch.nn.Module, compiled: Any, inputs: Inputs) -> Any:
 
 def build(model: torch.nn.Module, inputs: Inputs, dtype: str) -> Built:
     """convert_model with the example inputs, compiled for CPU in the dtype's precision."""
-    missing = unavailable_reason()
-    if missing is not None:
-        raise Unavailable(missing)
-    if dtype == "bf16":
-        refused = bf16_unsupported()
-        if refused is not None:
-            raise Unavailable(refused)
+    require(dtype, unavailable_reason, bf16_unsupported)
     import openvino as ov
 
     seen: list[str] = []
