@@ -11,8 +11,10 @@ from plugin_runs import load_json, records_by_test, run
 CONFTEST = """
 from hypothesis import settings
 
-settings.register_profile("three", max_examples=3)
-settings.register_profile("random", derandomize=False)
+# parent=default: a profile registered without one inherits the profile active at that moment, and on
+# CI (the CI variable set) that is Hypothesis' "ci" profile, which derandomizes
+settings.register_profile("three", max_examples=3, parent=settings.get_profile("default"))
+settings.register_profile("random", derandomize=False, parent=settings.get_profile("default"))
 """
 
 SUITE = """
@@ -47,7 +49,30 @@ def suite(jitcpu_pytester: pytest.Pytester) -> pytest.Pytester:
     return jitcpu_pytester
 
 
-def _run(suite: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, name: str, *args: str) -> tuple[dict, list[float]]:
+# the variables by which Hypothesis decides it runs on CI and loads its "ci" profile
+CI_VARIABLES = (
+    "CI",
+    "__TOX_ENVIRONMENT_VARIABLE_ORIGINAL_CI",
+    "TF_BUILD",
+    "bamboo.buildKey",
+    "BUILDKITE",
+    "CIRCLECI",
+    "CIRRUS_CI",
+    "CODEBUILD_BUILD_ID",
+    "GITHUB_ACTIONS",
+    "GITLAB_CI",
+    "HEROKU_TEST_RUN_ID",
+    "TEAMCITY_VERSION",
+)
+
+
+def _run(
+    suite: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, name: str, *args: str, ci: bool = False
+) -> tuple[dict, list[float]]:
+    for variable in CI_VARIABLES:
+        monkeypatch.delenv(variable, raising=False)
+    if ci:
+        monkeypatch.setenv("CI", "true")
     draws = suite.path / f"{name}.draws"
     monkeypatch.setenv("DRAWS_FILE", str(draws))
     # fast=False: run()'s fast flags set --jitcpu-examples, which would win over any profile
@@ -92,3 +117,8 @@ def test_profiles_and_seed_drive_the_search_unless_jitcpu_options_are_set(
     rand, rand_draws = _run(suite, monkeypatch, "random", "--hypothesis-profile=random")
     assert rand_draws != default_draws and len(rand_draws) == 10
     assert any("derandomize=False from Hypothesis profile 'random'" in n for n in rand["notes"])
+
+    # on CI Hypothesis loads its "ci" profile (derandomize=True, max_examples kept): jitcpu's own search, unchanged
+    on_ci, on_ci_draws = _run(suite, monkeypatch, "ci", ci=True)
+    assert on_ci_draws == default_draws
+    assert not any("Hypothesis" in n for n in on_ci["notes"])
