@@ -6,6 +6,7 @@ Knows nothing about pytest: the plugin and the command line both call :func:`che
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 from collections.abc import Callable, Iterator
 from contextvars import ContextVar
 from dataclasses import dataclass
@@ -121,14 +122,25 @@ def check(
     name: str | None = None,
     generate: Any = None,
     on_built: Callable[[Built], None] | None = None,
+    isolate: bool = False,
 ) -> CheckResult:
     """Check ``model`` on ``inputs`` (a dict of keyword arguments or a tuple of positional ones).
 
     ``settings`` (from the plugin) wins over ``modes``/``dtypes``/``atol``/``rtol``. Returns the records
     for every (mode, dtype); never raises for a model that cannot be traced (that is a ``fallback``).
+    ``isolate=True`` runs the check in a forked child (:mod:`pytest_jitcpu.isolation`): a model that
+    kills the interpreter becomes an ``error`` record instead of ending this process. The default is
+    in-process for the Python API (a ``breakpoint()`` in ``forward()`` works, state it sets stays).
     """
     if settings is None:
         settings = Settings().updated(modes=modes, dtypes=dtypes, atol=atol, rtol=rtol)
+    if isolate:
+        if on_built is not None:
+            raise UsageError("isolate=True and on_built: the built modes live in the child; pass one of them")
+        from . import isolation  # here: isolation imports this module
+
+        isolated = dataclasses.replace(settings, isolate=True)
+        return isolation.check(model, inputs, settings=isolated, nodeid=nodeid, name=name, generate=generate)
     if isinstance(model, type) and issubclass(model, torch.nn.Module):
         raise UsageError(
             f"model: got the class {model.__name__}, not a model; pass an instance ({model.__name__}(...))"

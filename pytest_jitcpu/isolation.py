@@ -38,15 +38,18 @@ from typing import Any
 import torch
 
 from . import engine, serialize
+from .backends.base import FORK_UNSAFE_POOLS
 from .backends.table import ROUND_TRIP_MODES
 from .record import CheckResult, Record
 from .settings import Settings
 
-# The modes verified to run in a forked child. A check that selects any other runs in-process: ONNX
-# Runtime's and OpenVINO's thread pools (and, untested here, inductor's compile workers and IPEX) live in
-# threads of the parent that a fork does not copy, and a child that waits for them hangs (measured: an
-# onnx/openvino check in a child never finished).
-FORK_SAFE = frozenset({"eager", "trace-dict", "trace-tuple"})
+# The modes verified to run in a forked child (tests/test_isolation.py checks each of them there). A
+# check that selects another one (ipex: not verified) runs in-process and its records say so. ONNX
+# Runtime and OpenVINO work in a child as long as the parent never ran an OpenVINO model: its thread
+# pool does not survive a fork, and a child forked after it deadlocked (measured, even in pure-Python
+# code), so the warm-up skips openvino and a process that ran one stops forking (base.FORK_UNSAFE_POOLS).
+FORK_SAFE = frozenset({"eager", "trace-dict", "trace-tuple", "export", "compile", "onnx", "openvino"})
+NOT_WARMED = frozenset({"openvino"})
 _HEADER = struct.Struct("!Q")
 _POLL_S = 0.2
 # Frames in these are not where a model crashed (faulthandler lists ctypes.string_at, torch's module call).
@@ -80,10 +83,14 @@ def check(
     generate: Any = None,
 ) -> CheckResult:
     """:func:`engine.check` in a forked child (``settings.isolate`` and a platform with fork), else in-process."""
-    if not settings.isolate or not available() or _IN_CHILD:
+    if not settings.isolate or _IN_CHILD:
         return engine.check(model, inputs, settings=settings, nodeid=nodeid, name=name, generate=generate)
-    if any(mode not in FORK_SAFE for mode in settings.modes):
-        return engine.check(model, inputs, settings=settings, nodeid=nodeid, name=name, generate=generate)
+    why_not = in_process_reason(settings)
+    if why_not is not None:
+        result = engine.check(model, inputs, settings=settings, nodeid=nodeid, name=name, generate=generate)
+        for rec in result.records:
+            rec.notes.append(f"not crash-isolated: {why_not}; a crash here ends the session")
+        return result
     wanted = [(mode, dtype) for dtype in settings.dtypes for mode in settings.modes]
     threads = torch.get_num_threads()
     child_threads = 1 if threads > 1 else None
@@ -127,6 +134,21 @@ def check(
     return CheckResult(model=label, records=records, reference=reference)
 
 
+def in_process_reason(settings: Settings) -> str | None:
+    """Why a check with ``settings.isolate`` on must still run in this process, or None when it can fork."""
+    if not available():
+        return "this platform has no os.fork"
+    if FORK_UNSAFE_POOLS:
+        return (
+            f"{', '.join(sorted(FORK_UNSAFE_POOLS))} ran a model in this process earlier, and its thread pool "
+            "does not survive a fork"
+        )
+    unverified = [mode for mode in settings.modes if mode not in FORK_SAFE]
+    if unverified:
+        return f"{', '.join(unverified)} is not verified to run in a forked child"
+    return None
+
+
 _WARMED: set[tuple[str, str]] = set()
 
 
@@ -134,7 +156,7 @@ def _warm(settings: Settings) -> None:
     """Pay, once in the parent, what a process pays on its first check of each mode (TorchScript's and
     Hypothesis' first use, lazy imports of export/compile): measured 0.3 s of CPU per check when every
     child paid it again. A tiny Linear layer, the caller's random state untouched."""
-    pairs = {(m, d) for d in settings.dtypes for m in settings.modes} - _WARMED
+    pairs = {(m, d) for d in settings.dtypes for m in settings.modes if m not in NOT_WARMED} - _WARMED
     if not pairs:
         return
     _WARMED.update(pairs)

@@ -5,12 +5,16 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
 import xml.etree.ElementTree as ET
+from pathlib import Path
 
 import pytest
 from plugin_runs import load_json, outcomes, records_by_test, run, schema_errors, without_timing
 
 from pytest_jitcpu import isolation, journal
+from pytest_jitcpu.settings import Settings
 
 CRASHERS = """
 import ctypes
@@ -251,3 +255,158 @@ def test_a_session_with_openmp_threads_checks_in_a_one_thread_child(
     jitcpu_pytester.makepyfile(test_threads=THREADS)
     result = jitcpu_pytester.runpytest_subprocess(*FAST_ARGS, "-rA", timeout=300)  # a hang fails, not blocks
     assert outcomes(result) == {"test_after_openmp_threads_ran": "PASSED"}
+
+
+BACKEND_CRASHERS = """
+import os
+import signal
+
+import torch
+import tiny_models as tm
+
+
+class CrashesWhenConverted(torch.nn.Module):
+    \"\"\"Kills the interpreter when export, compile, the ONNX exporter or OpenVINO's converter (TorchScript
+    underneath) runs forward(); eager runs it fine.\"\"\"
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.lin = torch.nn.Linear(4, 4)
+
+    def forward(self, x):
+        if torch.compiler.is_compiling() or torch.compiler.is_exporting() or torch.jit.is_tracing():
+            os.kill(os.getpid(), signal.SIGSEGV)
+        return self.lin(x)
+
+
+def test_crashes(jitcpu):
+    jitcpu.check(CrashesWhenConverted(), {"x": tm.features()})
+
+
+def test_after(jitcpu):
+    jitcpu.check(tm.TinyMLP(), {"x": tm.features()})
+"""
+BACKEND_MODES = ("export", "compile", "onnx", "openvino")
+
+
+def test_a_crash_in_export_compile_onnx_or_openvino_is_an_error_record(jitcpu_pytester: pytest.Pytester) -> None:
+    jitcpu_pytester.makepyfile(test_backend_crashers=BACKEND_CRASHERS)
+    modes = ",".join(("eager", *BACKEND_MODES))
+    result = run(jitcpu_pytester, *ARGS, f"--jitcpu-modes={modes}", "--jitcpu-report=r.json", fast=False)
+    assert outcomes(result) == {"test_crashes": "FAILED", "test_after": "PASSED"}
+    by_test = records_by_test(load_json(jitcpu_pytester.path / "r.json"))
+    crashed = {r["mode"]: (r["status"], r["reason"]) for r in by_test["test_crashes"]}
+    assert crashed.pop("eager")[0] == "pass"
+    for mode in BACKEND_MODES:
+        status, reason = crashed[mode]
+        assert status == "error" and reason.startswith(f"crashed: signal 11 (SIGSEGV) while building {mode}/fp32")
+    after = by_test["test_after"]
+    assert {r["mode"] for r in after} == {"eager", *BACKEND_MODES} and {r["status"] for r in after} == {"pass"}
+    assert not any("not crash-isolated" in n for r in after for n in r["notes"])
+
+
+OPENVINO_IN_PARENT = """
+import os
+
+import torch
+import tiny_models as tm
+
+
+class RecordsPid(torch.nn.Module):
+    def __init__(self, path):
+        super().__init__()
+        self.lin = torch.nn.Linear(4, 4)
+        self.path = path
+
+    def forward(self, x):
+        with open(self.path, "a") as f:
+            f.write(f"{os.getpid()}\\n")
+        return self.lin(x)
+
+
+def test_1_isolated(jitcpu):
+    jitcpu.check(RecordsPid("first.pids"), {"x": tm.features()}, modes=["eager", "onnx", "openvino"])
+
+
+def test_2_openvino_in_process(jitcpu):
+    jitcpu.check(tm.TinyMLP(), {"x": tm.features()}, modes=["eager", "openvino"], isolate="false")
+
+
+def test_3_after(jitcpu):
+    with open("test.pid", "w") as f:
+        f.write(str(os.getpid()))
+    jitcpu.check(RecordsPid("after.pids"), {"x": tm.features()}, modes=["eager", "onnx"])
+"""
+
+
+def test_after_openvino_ran_in_the_session_process_checks_run_there_and_say_so(
+    jitcpu_pytester: pytest.Pytester,
+) -> None:
+    """A child forked after OpenVINO's thread pool started deadlocked: the session stops forking, loudly."""
+    jitcpu_pytester.makepyfile(test_openvino_parent=OPENVINO_IN_PARENT)
+    result = jitcpu_pytester.runpytest_subprocess(
+        *FAST_ARGS, "-p", "no:randomly", "-rA", "--jitcpu-report=r.json", timeout=300
+    )
+    assert set(outcomes(result).values()) == {"PASSED"} and len(outcomes(result)) == 3
+    test_pid = int((jitcpu_pytester.path / "test.pid").read_text())
+    pids = {
+        name: {int(p) for p in (jitcpu_pytester.path / name).read_text().split()}
+        for name in ("first.pids", "after.pids")
+    }
+    assert test_pid not in pids["first.pids"], "before OpenVINO ran in the session process, checks forked"
+    assert pids["after.pids"] == {test_pid}, "after it, they ran in the session process"
+    by_test = records_by_test(load_json(jitcpu_pytester.path / "r.json"))
+    note = (
+        "not crash-isolated: OpenVINO ran a model in this process earlier, and its thread pool does not survive "
+        "a fork; a crash here ends the session"
+    )
+    assert all(note in r["notes"] for r in by_test["test_3_after"])
+    assert not any(note in r["notes"] for r in by_test["test_1_isolated"])
+
+
+API_CRASH = """
+import os
+import signal
+
+import torch
+
+import pytest_jitcpu
+
+
+class Crashes(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.lin = torch.nn.Linear(4, 4)
+
+    def forward(self, x):
+        if torch.jit.is_tracing():
+            os.kill(os.getpid(), signal.SIGSEGV)
+        return self.lin(x)
+
+
+result = pytest_jitcpu.check(Crashes(), {"x": torch.ones(2, 4)}, modes=["eager", "trace-dict"], dtypes=["fp32"], isolate=True)
+for r in result.records:
+    print(r.mode, r.status, r.reason)
+print("still alive")
+"""
+
+
+def test_the_python_api_isolates_when_asked(tmp_path: Path) -> None:
+    script = tmp_path / "api_crash.py"
+    script.write_text(API_CRASH, encoding="utf-8")
+    done = subprocess.run(
+        [sys.executable, str(script)], capture_output=True, text=True, timeout=300, cwd=tmp_path, check=False
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    lines = done.stdout.splitlines()
+    assert lines[0] == "eager pass None"
+    assert lines[1].startswith("trace-dict error crashed: signal 11 (SIGSEGV) while building trace-dict/fp32")
+    assert lines[-1] == "still alive"
+
+
+def test_modes_not_verified_in_a_child_say_why_they_run_in_process() -> None:
+    assert isolation.in_process_reason(Settings().updated(modes=["eager", "trace-dict", "onnx"])) is None
+    assert isolation.in_process_reason(Settings().updated(modes=["eager", "ipex"])) == (
+        "ipex is not verified to run in a forked child"
+    )

@@ -40,6 +40,11 @@ class Unavailable(Exception):
     """This machine or environment cannot run the mode; the message says why."""
 
 
+# Native thread pools a backend started in this process that a fork does not copy: a child forked after
+# one started can deadlock, so isolation.py runs checks in-process from then on (and says so).
+FORK_UNSAFE_POOLS: set[str] = set()
+
+
 def require(dtype: str, missing: Callable[[], str | None], bf16_refused: Callable[[], str | None]) -> None:
     """Raise Unavailable when a runtime backend's package is missing, or bf16 is asked where it cannot run."""
     why = missing() or (bf16_refused() if dtype == "bf16" else None)

@@ -7,7 +7,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from .. import engine, report
+from .. import isolation, report
 from ..environment import environment
 from ..record import CheckResult, Record
 from ..settings import MODES, Settings, UsageError
@@ -82,7 +82,10 @@ def check_model(
         f"({batch.describe()}), modes {', '.join(settings.modes)}, dtypes {', '.join(settings.dtypes)}"
     )
     with models.quiet_transformers():
-        result = engine.check(loaded.module, batch, settings=settings, name=name, nodeid=f"jitcpu check {loaded.label}")
+        # in a forked child where it can: a model that kills the interpreter is an error record in the report
+        result = isolation.check(
+            loaded.module, batch, settings=settings, name=name, nodeid=f"jitcpu check {loaded.label}"
+        )
     for line in table(result.records):
         log(line)
     env = environment()
