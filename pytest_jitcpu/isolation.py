@@ -43,12 +43,10 @@ from .backends.table import ROUND_TRIP_MODES
 from .record import CheckResult, Record
 from .settings import Settings
 
-# The modes verified to run in a forked child (tests/test_isolation.py checks each of them there). A
-# check that selects another one (ipex: not verified) runs in-process and its records say so. ONNX
+# Every mode runs in the child (tests/test_isolation.py and tests/ipex crash each one there). ONNX
 # Runtime and OpenVINO work in a child as long as the parent never ran an OpenVINO model: its thread
 # pool does not survive a fork, and a child forked after it deadlocked (measured, even in pure-Python
 # code), so the warm-up skips openvino and a process that ran one stops forking (base.FORK_UNSAFE_POOLS).
-FORK_SAFE = frozenset({"eager", "trace-dict", "trace-tuple", "export", "compile", "onnx", "openvino"})
 NOT_WARMED = frozenset({"openvino"})
 _HEADER = struct.Struct("!Q")
 _POLL_S = 0.2
@@ -143,9 +141,6 @@ def in_process_reason(settings: Settings) -> str | None:
             f"{', '.join(sorted(FORK_UNSAFE_POOLS))} ran a model in this process earlier, and its thread pool "
             "does not survive a fork"
         )
-    unverified = [mode for mode in settings.modes if mode not in FORK_SAFE]
-    if unverified:
-        return f"{', '.join(unverified)} is not verified to run in a forked child"
     return None
 
 

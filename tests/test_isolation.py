@@ -14,7 +14,6 @@ import pytest
 from plugin_runs import load_json, outcomes, records_by_test, run, schema_errors, without_timing
 
 from pytest_jitcpu import isolation, journal
-from pytest_jitcpu.settings import Settings
 
 CRASHERS = """
 import ctypes
@@ -403,10 +402,3 @@ def test_the_python_api_isolates_when_asked(tmp_path: Path) -> None:
     assert lines[0] == "eager pass None"
     assert lines[1].startswith("trace-dict error crashed: signal 11 (SIGSEGV) while building trace-dict/fp32")
     assert lines[-1] == "still alive"
-
-
-def test_modes_not_verified_in_a_child_say_why_they_run_in_process() -> None:
-    assert isolation.in_process_reason(Settings().updated(modes=["eager", "trace-dict", "onnx"])) is None
-    assert isolation.in_process_reason(Settings().updated(modes=["eager", "ipex"])) == (
-        "ipex is not verified to run in a forked child"
-    )

@@ -138,3 +138,56 @@ def test_ipex_bf16_error_at_run_time_is_unavailable(monkeypatch: pytest.MonkeyPa
     rec = engine.check(model, batch, modes=["eager", "ipex"], dtypes=["bf16"]).record("ipex", "bf16")
     assert rec.status == "unavailable"
     assert rec.reason.startswith("IPEX bf16 is not supported on this CPU: AssertionError: BF16 weight prepack needs")
+
+
+CRASHES_UNDER_IPEX = """
+import os
+import signal
+
+import torch
+import tiny_models as tm
+
+
+class CrashesWhenTraced(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.lin = torch.nn.Linear(4, 4)
+
+    def forward(self, x):
+        # ipex.optimize FX-traces the copy (x is a Proxy), then the mode jit-traces the result
+        if isinstance(x, torch.fx.Proxy) or torch.jit.is_tracing():
+            os.kill(os.getpid(), signal.SIGSEGV)
+        return self.lin(x)
+
+
+def test_crashes(jitcpu):
+    jitcpu.check(CrashesWhenTraced(), {"x": tm.features()})
+
+
+def test_after(jitcpu):
+    jitcpu.check(tm.TinyMLP(), {"x": tm.features()})
+"""
+
+
+def test_a_crash_under_ipex_is_an_error_record_and_the_session_goes_on(jitcpu_pytester: pytest.Pytester) -> None:
+    jitcpu_pytester.makepyfile(test_crashes=CRASHES_UNDER_IPEX)
+    result = run(
+        jitcpu_pytester,
+        "-rA",
+        "--jitcpu-modes=eager",
+        "--jitcpu-ipex",
+        "--jitcpu-dtypes=fp32",
+        "--jitcpu-examples=3",
+        "--jitcpu-serialize=false",
+        "--jitcpu-report=r.json",
+        fast=False,
+    )
+    assert outcomes(result) == {"test_crashes": "FAILED", "test_after": "PASSED"}
+    found = records_by_test(load_json(jitcpu_pytester.path / "r.json"))
+    crashed = {r["mode"]: r for r in found["test_crashes"]}
+    assert crashed["eager"]["status"] == "pass"
+    assert crashed["ipex"]["status"] == "error"
+    assert crashed["ipex"]["reason"].startswith("crashed: signal 11 (SIGSEGV) while building ipex/fp32")
+    assert {r["status"] for r in found["test_after"]} == {"pass"}
+    assert not any("not crash-isolated" in n for r in found["test_after"] for n in r["notes"])
