@@ -295,3 +295,32 @@ def test_ray_flags_without_ray_or_output_are_usage_errors(texts, tmp_path, capsy
         main(["run", "--input", str(texts), "--ray"])
     assert exc.value.code == 2 and "--output (or --shards DIR with --ray)" in capsys.readouterr().err
     assert not (tmp_path / "o.jsonl").exists() and not (tmp_path / "s").exists()
+
+
+def test_the_console_script_flushes_every_row_and_keeps_the_exit_code(folders, texts, tmp_path):
+    """``jitcpu`` ends the process right after its outputs are closed (no slow interpreter teardown):
+    every row written to a pipe arrives, the summary file is complete, and a failing run still exits 1."""
+    summary = tmp_path / "s.json"
+    argv = [sys.executable, "-m", "pytest_jitcpu.cli", "run", str(folders["st"]), "--input", str(texts)]
+    proc = subprocess.run(
+        [*argv, "--output", "-", "--summary", str(summary), "--mode", "eager"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    rows = [json.loads(line) for line in proc.stdout.splitlines()]
+    assert len(rows) == len(SENTENCES) and len({len(r["embedding"]) for r in rows}) == 1, proc.stdout[-500:]
+    assert json.loads(summary.read_text(encoding="utf-8"))["rows"] == len(SENTENCES)
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"text": "fine"}\n{"text": 3}\n', encoding="utf-8")
+    failed = subprocess.run(
+        [*argv[:4], str(folders["st"]), "--input", str(bad), "--output", str(tmp_path / "o.jsonl"), "--mode", "eager"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert failed.returncode == 1, failed.stderr
+    assert "line 2" in failed.stderr and not (tmp_path / "o.jsonl").exists()
