@@ -136,27 +136,14 @@ def test_a_crash_in_a_check_is_an_error_record_and_the_session_goes_on(jitcpu_py
 PIDS = """
 import os
 
-import torch
 import tiny_models as tm
-
-
-class RecordsPid(torch.nn.Module):
-    def __init__(self, path):
-        super().__init__()
-        self.lin = torch.nn.Linear(4, 4)
-        self.path = path
-
-    def forward(self, x):
-        with open(self.path, "a") as f:
-            f.write(f"{os.getpid()}\\n")
-        return self.lin(x)
 
 
 def test_pid(jitcpu):
     with open("test.pid", "w") as f:
         f.write(str(os.getpid()))
-    jitcpu.check(RecordsPid("isolated.pids"), {"x": tm.features()})
-    jitcpu.check(RecordsPid("in_process.pids"), {"x": tm.features()}, isolate="false")
+    jitcpu.check(tm.RecordsPid("isolated.pids"), {"x": tm.features()})
+    jitcpu.check(tm.RecordsPid("in_process.pids"), {"x": tm.features()}, isolate="false")
 """
 
 
@@ -165,13 +152,14 @@ def test_a_check_runs_in_one_forked_child_unless_isolate_is_off(jitcpu_pytester:
     result = run(jitcpu_pytester, "--jitcpu-dtypes=fp32", "-rA")
     assert outcomes(result) == {"test_pid": "PASSED"}
     test_pid = int((jitcpu_pytester.path / "test.pid").read_text())
-
-    def pids(name: str) -> set[int]:
-        return {int(p) for p in (jitcpu_pytester.path / name).read_text().split()}
-
-    isolated = pids("isolated.pids")
+    isolated = _pids(jitcpu_pytester.path / "isolated.pids")
     assert test_pid not in isolated and len(isolated) == 1, "the model ran in one forked child"
-    assert pids("in_process.pids") == {test_pid}
+    assert _pids(jitcpu_pytester.path / "in_process.pids") == {test_pid}
+
+
+def _pids(path: Path) -> set[int]:
+    """The process ids a tiny_models.RecordsPid wrote, one a line."""
+    return {int(p) for p in path.read_text().split()}
 
 
 def test_bad_isolate_value_is_a_usage_error(jitcpu_pytester: pytest.Pytester) -> None:
@@ -308,24 +296,11 @@ def test_a_crash_in_export_compile_onnx_or_openvino_is_an_error_record(jitcpu_py
 OPENVINO_IN_PARENT = """
 import os
 
-import torch
 import tiny_models as tm
 
 
-class RecordsPid(torch.nn.Module):
-    def __init__(self, path):
-        super().__init__()
-        self.lin = torch.nn.Linear(4, 4)
-        self.path = path
-
-    def forward(self, x):
-        with open(self.path, "a") as f:
-            f.write(f"{os.getpid()}\\n")
-        return self.lin(x)
-
-
 def test_1_isolated(jitcpu):
-    jitcpu.check(RecordsPid("first.pids"), {"x": tm.features()}, modes=["eager", "onnx", "openvino"])
+    jitcpu.check(tm.RecordsPid("first.pids"), {"x": tm.features()}, modes=["eager", "onnx", "openvino"])
 
 
 def test_2_openvino_in_process(jitcpu):
@@ -335,7 +310,7 @@ def test_2_openvino_in_process(jitcpu):
 def test_3_after(jitcpu):
     with open("test.pid", "w") as f:
         f.write(str(os.getpid()))
-    jitcpu.check(RecordsPid("after.pids"), {"x": tm.features()}, modes=["eager", "onnx"])
+    jitcpu.check(tm.RecordsPid("after.pids"), {"x": tm.features()}, modes=["eager", "onnx"])
 """
 
 
@@ -349,10 +324,7 @@ def test_after_openvino_ran_in_the_session_process_checks_run_there_and_say_so(
     )
     assert set(outcomes(result).values()) == {"PASSED"} and len(outcomes(result)) == 3
     test_pid = int((jitcpu_pytester.path / "test.pid").read_text())
-    pids = {
-        name: {int(p) for p in (jitcpu_pytester.path / name).read_text().split()}
-        for name in ("first.pids", "after.pids")
-    }
+    pids = {name: _pids(jitcpu_pytester.path / name) for name in ("first.pids", "after.pids")}
     assert test_pid not in pids["first.pids"], "before OpenVINO ran in the session process, checks forked"
     assert pids["after.pids"] == {test_pid}, "after it, they ran in the session process"
     by_test = records_by_test(load_json(jitcpu_pytester.path / "r.json"))
