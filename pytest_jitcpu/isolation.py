@@ -305,6 +305,17 @@ def _innermost(log: str) -> str | None:
     return None
 
 
+def _compile_in_this_thread() -> None:
+    """Inductor compiles C++ on a thread pool it keeps for the process (torch resets its process pool
+    after a fork, not that one): a child inheriting the parent's pool queues work to threads the fork did
+    not copy and waits forever (measured: the compile check of a cold compile cache hung). One compile
+    thread makes inductor compile synchronously in the child; a parent that never loaded inductor left no
+    pool to inherit."""
+    config = sys.modules.get("torch._inductor.config")
+    if config is not None:
+        config.compile_threads = 1
+
+
 class _Pipe:
     def __init__(self, fd: int) -> None:
         self.fd = fd
@@ -350,6 +361,7 @@ def _child(
         faulthandler.enable(file=crash_log, all_threads=False)  # where it crashed, for the reason
         if threads is not None:
             torch.set_num_threads(threads)
+        _compile_in_this_thread()
         pipe = _Pipe(write_fd)
         watch = engine.Watch(
             phase=lambda mode, dtype, what: pipe.send("phase", mode, dtype, what),
