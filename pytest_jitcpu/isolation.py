@@ -31,6 +31,7 @@ import struct
 import sys
 import sysconfig
 import tempfile
+import time
 import warnings
 from dataclasses import dataclass, field
 from typing import Any
@@ -68,6 +69,7 @@ class _Outcome:
     result: CheckResult | None = None
     raised: BaseException | None = None
     how: str = ""  # how the child ended, when it ended without a result
+    hung: bool = False  # it sent nothing for settings.timeout seconds and was killed
     where: str | None = None  # the innermost Python frame faulthandler saw, when it crashed
 
 
@@ -169,7 +171,7 @@ def _crash_records(
     """Why the child died, and the error record(s) of the check(s) it was running."""
     mode, dtype, what = outcome.phase or ("eager", "fp32", "starting the check")
     where = f" (at {outcome.where})" if outcome.where else ""
-    reason = f"crashed: {outcome.how} while {what}{where}"
+    reason = f"{'hung' if outcome.hung else 'crashed'}: {outcome.how} while {what}{where}"
     done = made | {(r.mode, r.dtype): r for r in outcome.records}
     if not mode:  # after every record was made: the serialization round trips
         for rec in outcome.records:
@@ -213,7 +215,7 @@ def _run(
         _child(write_fd, crash_log, threads, model, inputs, settings, nodeid, label, generate, skip)
     os.close(write_fd)
     try:
-        data, status = _collect(read_fd, pid)
+        data, status, hung = _collect(read_fd, pid, settings.timeout)
     finally:
         os.close(read_fd)
         with contextlib.suppress(ChildProcessError):
@@ -222,24 +224,30 @@ def _run(
                 os.waitpid(pid, 0)
     outcome = _parse(data)
     if outcome.result is None and outcome.raised is None:
-        outcome.how = _how(status)
+        outcome.hung = hung
+        outcome.how = f"no progress for {settings.timeout:g} s, killed" if hung else _how(status)
         crash_log.seek(0)
         outcome.where = _innermost(crash_log.read().decode("utf-8", "replace"))
     crash_log.close()
     return outcome
 
 
-def _collect(read_fd: int, pid: int) -> tuple[bytes, int]:
-    """Everything the child wrote, and its wait status. Polls: a grandchild that inherited the pipe
-    must not keep the parent waiting after the child is gone."""
+def _collect(read_fd: int, pid: int, timeout: float) -> tuple[bytes, int, bool]:
+    """Everything the child wrote, its wait status, and whether it hung. Polls: a grandchild that
+    inherited the pipe must not keep the parent waiting after the child is gone. A child that sends
+    nothing (no phase, no record) for ``timeout`` seconds (0: no limit) is hung, e.g. waiting for a
+    thread pool the fork did not copy: SIGABRT first, so faulthandler writes where it waits, then SIGKILL."""
     chunks: list[bytes] = []
     status: int | None = None
+    hung = False
+    last = time.monotonic()
     while True:
         ready, _, _ = select.select([read_fd], [], [], _POLL_S)
         if ready:
             chunk = os.read(read_fd, 1 << 20)
             if chunk:
                 chunks.append(chunk)
+                last = time.monotonic()
                 continue
             break  # EOF
         done, code = os.waitpid(pid, os.WNOHANG)
@@ -250,9 +258,28 @@ def _collect(read_fd: int, pid: int) -> tuple[bytes, int]:
                 while chunk := os.read(read_fd, 1 << 20):
                     chunks.append(chunk)
             break
+        if timeout and time.monotonic() - last > timeout:
+            hung = True
+            status = _kill_hung(pid)
+            break
     if status is None:
         _, status = os.waitpid(pid, 0)
-    return b"".join(chunks), status
+    return b"".join(chunks), status, hung
+
+
+def _kill_hung(pid: int) -> int:
+    """SIGABRT (faulthandler dumps the stack), up to 5 s to die, then SIGKILL; the wait status."""
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGABRT)
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        done, code = os.waitpid(pid, os.WNOHANG)
+        if done:
+            return code
+        time.sleep(0.05)
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGKILL)
+    return os.waitpid(pid, 0)[1]
 
 
 def _parse(data: bytes) -> _Outcome:

@@ -105,6 +105,12 @@ OPTIONS = (
         "is an error record and the session goes on (false: in-process, e.g. to debug)",
         "true",
     ),
+    Option(
+        "timeout",
+        "seconds an isolated check's child may send nothing (no phase, no record) before it is killed as hung "
+        "and the check is an error record (0: no limit)",
+        "900",
+    ),
 )
 
 

@@ -22,6 +22,9 @@ STATUSES: tuple[str, ...] = ("pass", "mismatch", "diverges", "fallback", "unavai
 # Statuses that fail a test whatever the fallback policy says.
 FAILING_STATUSES: frozenset[str] = frozenset({"mismatch", "diverges", "error"})
 DEFAULT_EXAMPLES = 10
+# An isolated check whose child sends nothing (no phase, no record) for this long is hung (a deadlock after
+# the fork, a model that never returns): long enough for a big model's compile or export of one phase.
+DEFAULT_TIMEOUT_S = 900.0
 
 
 class UsageError(ValueError):
@@ -117,6 +120,19 @@ def parse_examples(value: str | int, source: str = "examples") -> int:
     return number
 
 
+def parse_timeout(value: str | float, source: str = "timeout") -> float:
+    """Seconds (> 0), or 0 for no limit."""
+    try:
+        if isinstance(value, bool):
+            raise TypeError  # float(True) would be 1.0 without a word
+        number = float(value)
+    except (TypeError, ValueError):
+        raise UsageError(f"{source}: {value!r} is not a number of seconds; give 0 for no limit") from None
+    if not number >= 0 or number == float("inf"):
+        raise UsageError(f"{source}: {value!r} must be a number of seconds >= 0 (0: no limit)")
+    return number
+
+
 def parse_flag(value: str | bool, source: str = "flag") -> bool:
     text = str(value).strip().lower()
     if text in ("1", "true", "yes", "on"):
@@ -158,6 +174,7 @@ class Settings:
     serialize: bool = True
     generate: Any = None  # the inputs the generalization search tries (marker or check() generate=)
     isolate: bool = True  # run each check in a forked child: a crash is an error record, not the session's end
+    timeout: float = DEFAULT_TIMEOUT_S  # an isolated check's child silent this long is hung: killed, an error
     extra: dict = field(default_factory=dict)
     # Set by profiles.from_hypothesis: the search's seed, and which fields came from Hypothesis' profile/seed.
     seed: Any = None
@@ -194,4 +211,5 @@ PARSERS: dict[str, Callable[[Any, str], Any]] = {
     "derandomize": parse_flag,
     "serialize": parse_flag,
     "isolate": parse_flag,
+    "timeout": parse_timeout,
 }

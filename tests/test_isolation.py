@@ -374,3 +374,58 @@ def test_the_python_api_isolates_when_asked(tmp_path: Path) -> None:
     assert lines[0] == "eager pass None"
     assert lines[1].startswith("trace-dict error crashed: signal 11 (SIGSEGV) while building trace-dict/fp32")
     assert lines[-1] == "still alive"
+
+
+HANGS = """
+import threading
+
+import torch
+import tiny_models as tm
+
+
+class HangsWhenTraced(torch.nn.Module):
+    \"\"\"Waits forever on a lock it holds when traced (as a child waiting for a thread the fork did not copy).\"\"\"
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.lin = torch.nn.Linear(4, 4)
+        self.lock = threading.Lock()
+
+    def forward(self, x):
+        if torch.jit.is_tracing():
+            self.lock.acquire()
+            self.lock.acquire()
+        return self.lin(x)
+
+
+def test_hangs(jitcpu):
+    jitcpu.check(HangsWhenTraced(), {"x": tm.features()}, modes=["eager", "trace-dict"])
+
+
+def test_after(jitcpu):
+    jitcpu.check(tm.TinyMLP(), {"x": tm.features()}, modes=["eager", "trace-dict"])
+"""
+
+
+def test_a_check_that_hangs_is_killed_after_the_timeout_and_is_an_error_record(
+    jitcpu_pytester: pytest.Pytester,
+) -> None:
+    jitcpu_pytester.makepyfile(test_hangs=HANGS)
+    result = run(jitcpu_pytester, *ARGS, "--jitcpu-timeout=8", "--jitcpu-report=r.json", fast=False)
+    assert outcomes(result) == {"test_hangs": "FAILED", "test_after": "PASSED"}
+    by_test = records_by_test(load_json(jitcpu_pytester.path / "r.json"))
+    hung = {r["mode"]: r for r in by_test["test_hangs"]}
+    assert hung["eager"]["status"] == "pass"
+    assert hung["trace-dict"]["status"] == "error"
+    reason = hung["trace-dict"]["reason"]
+    assert reason.startswith("hung: no progress for 8 s, killed while building trace-dict/fp32"), reason
+    assert reason.endswith(" in forward)"), "where it waited, from faulthandler: the model's own line"
+    assert {r["status"] for r in by_test["test_after"]} == {"pass"}
+
+
+@pytest.mark.parametrize("value", ["soon", "-1", "inf"])
+def test_bad_timeout_value_is_a_usage_error(jitcpu_pytester: pytest.Pytester, value: str) -> None:
+    result = jitcpu_pytester.runpytest_subprocess(f"--jitcpu-timeout={value}")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines([f"*--jitcpu-timeout*{value}*seconds*"])
