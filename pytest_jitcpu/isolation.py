@@ -60,6 +60,26 @@ def available() -> bool:
     return hasattr(os, "fork") and hasattr(os, "waitpid")
 
 
+@dataclass(frozen=True)
+class _Job:
+    """One check as a child runs it: the engine's arguments, the (mode, dtype) pairs already made by
+    an earlier child (skipped), and the torch threads to set in the child (None: keep the parent's)."""
+
+    model: Any
+    inputs: Any
+    settings: Settings
+    nodeid: str
+    name: str | None
+    generate: Any
+    skip: frozenset[tuple[str, str]] = frozenset()
+    threads: int | None = None
+
+    def check(self) -> CheckResult:
+        return engine.check(
+            self.model, self.inputs, settings=self.settings, nodeid=self.nodeid, name=self.name, generate=self.generate
+        )
+
+
 @dataclass
 class _Outcome:
     """What one child sent before it ended."""
@@ -83,11 +103,12 @@ def check(
     generate: Any = None,
 ) -> CheckResult:
     """:func:`engine.check` in a forked child (``settings.isolate`` and a platform with fork), else in-process."""
+    job = _Job(model, inputs, settings, nodeid, name, generate)
     if not settings.isolate or _IN_CHILD:
-        return engine.check(model, inputs, settings=settings, nodeid=nodeid, name=name, generate=generate)
+        return job.check()
     why_not = in_process_reason(settings)
     if why_not is not None:
-        result = engine.check(model, inputs, settings=settings, nodeid=nodeid, name=name, generate=generate)
+        result = job.check()
         for rec in result.records:
             rec.notes.append(f"not crash-isolated: {why_not}; a crash here ends the session")
         return result
@@ -103,7 +124,7 @@ def check(
     label = name or type(model).__name__
     while True:
         before = sum(pair in made for pair in wanted)
-        outcome = _run(model, inputs, settings, nodeid, label, generate, frozenset(made), child_threads)
+        outcome = _run(dataclasses.replace(job, name=label, skip=frozenset(made), threads=child_threads))
         if outcome.raised is not None:
             raise outcome.raised
         finished = outcome.result.records if outcome.result is not None else outcome.records
@@ -193,16 +214,7 @@ def _error(nodeid: str, label: str, mode: str, dtype: str, reason: str) -> Recor
     return Record(nodeid=nodeid, model=label, mode=mode, dtype=dtype, status="error", reason=reason)
 
 
-def _run(
-    model: Any,
-    inputs: Any,
-    settings: Settings,
-    nodeid: str,
-    label: str,
-    generate: Any,
-    skip: frozenset[tuple[str, str]],
-    threads: int | None,
-) -> _Outcome:
+def _run(job: _Job) -> _Outcome:
     read_fd, write_fd = os.pipe()
     crash_log = tempfile.TemporaryFile()
     sys.stdout.flush()
@@ -212,10 +224,10 @@ def _run(
         pid = os.fork()
     if pid == 0:  # the child: never returns
         os.close(read_fd)
-        _child(write_fd, crash_log, threads, model, inputs, settings, nodeid, label, generate, skip)
+        _child(write_fd, crash_log, job)
     os.close(write_fd)
     try:
-        data, status, hung = _collect(read_fd, pid, settings.timeout)
+        data, status, hung = _collect(read_fd, pid, job.settings.timeout)
     finally:
         os.close(read_fd)
         with contextlib.suppress(ChildProcessError):
@@ -225,7 +237,7 @@ def _run(
     outcome = _parse(data)
     if outcome.result is None and outcome.raised is None:
         outcome.hung = hung
-        outcome.how = f"no progress for {settings.timeout:g} s, killed" if hung else _how(status)
+        outcome.how = f"no progress for {job.settings.timeout:g} s, killed" if hung else _how(status)
         crash_log.seek(0)
         outcome.where = _innermost(crash_log.read().decode("utf-8", "replace"))
     crash_log.close()
@@ -369,35 +381,24 @@ def _picklable(message: tuple[Any, ...]) -> tuple[Any, ...]:
     return message
 
 
-def _child(
-    write_fd: int,
-    crash_log: Any,
-    threads: int | None,
-    model: Any,
-    inputs: Any,
-    settings: Settings,
-    nodeid: str,
-    label: str,
-    generate: Any,
-    skip: frozenset[tuple[str, str]],
-) -> None:
+def _child(write_fd: int, crash_log: Any, job: _Job) -> None:
     global _IN_CHILD  # noqa: PLW0603 - this process is the child from here on
     code = 0
     try:
         _IN_CHILD = True
         faulthandler.enable(file=crash_log, all_threads=False)  # where it crashed, for the reason
-        if threads is not None:
-            torch.set_num_threads(threads)
+        if job.threads is not None:
+            torch.set_num_threads(job.threads)
         _compile_in_this_thread()
         pipe = _Pipe(write_fd)
         watch = engine.Watch(
             phase=lambda mode, dtype, what: pipe.send("phase", mode, dtype, what),
             record=lambda rec: pipe.send("record", rec),
-            skip=skip,
+            skip=job.skip,
         )
         try:
             with engine.watched(watch):
-                result = engine.check(model, inputs, settings=settings, nodeid=nodeid, name=label, generate=generate)
+                result = job.check()
             pipe.send("done", result)
         except BaseException as exc:  # noqa: BLE001 - the parent raises it (UsageError, KeyboardInterrupt, a bug)
             exc.__traceback__ = None
