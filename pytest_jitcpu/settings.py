@@ -97,14 +97,21 @@ def parse_generate(value: Any, source: str = "generate") -> Any:
 def parse_tolerance(value: str | float | None, source: str = "tolerance") -> float | None:
     if value is None or (isinstance(value, str) and value.strip().lower() in ("", "default", "none")):
         return None
+    return _finite_non_negative(
+        value, source, "is not a number; give a non-negative float such as 1e-5", "must be a finite number >= 0"
+    )
+
+
+def _finite_non_negative(value: str | float, source: str, not_a_number: str, out_of_range: str) -> float:
+    """``value`` as a float >= 0 and finite, else a UsageError "{source}: {value!r} <why>"."""
     try:
         if isinstance(value, bool):
-            raise TypeError  # float(True) is 1.0: a flag given where a tolerance was meant
+            raise TypeError  # float(True) is 1.0: a flag given where a number was meant
         number = float(value)
     except (TypeError, ValueError):
-        raise UsageError(f"{source}: {value!r} is not a number; give a non-negative float such as 1e-5") from None
+        raise UsageError(f"{source}: {value!r} {not_a_number}") from None
     if not number >= 0 or number == float("inf"):
-        raise UsageError(f"{source}: {value!r} must be a finite number >= 0")
+        raise UsageError(f"{source}: {value!r} {out_of_range}")
     return number
 
 
@@ -122,15 +129,12 @@ def parse_examples(value: str | int, source: str = "examples") -> int:
 
 def parse_timeout(value: str | float, source: str = "timeout") -> float:
     """Seconds (> 0), or 0 for no limit."""
-    try:
-        if isinstance(value, bool):
-            raise TypeError  # float(True) would be 1.0 without a word
-        number = float(value)
-    except (TypeError, ValueError):
-        raise UsageError(f"{source}: {value!r} is not a number of seconds; give 0 for no limit") from None
-    if not number >= 0 or number == float("inf"):
-        raise UsageError(f"{source}: {value!r} must be a number of seconds >= 0 (0: no limit)")
-    return number
+    return _finite_non_negative(
+        value,
+        source,
+        "is not a number of seconds; give 0 for no limit",
+        "must be a number of seconds >= 0 (0: no limit)",
+    )
 
 
 def parse_flag(value: str | bool, source: str = "flag") -> bool:
