@@ -15,8 +15,8 @@ import types
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # for type checkers and editors; at run time these come from __getattr__
+    from .api import check
     from .compare import Tolerance, compare
-    from .engine import check
     from .record import CheckResult, Record
     from .settings import DTYPES, MODES, STATUSES, Settings, UsageError
 
@@ -30,7 +30,7 @@ _EXPORTS: dict[str, str] = {
     "Settings": "settings",
     "Tolerance": "compare",
     "UsageError": "settings",
-    "check": "engine",
+    "check": "api",
     "compare": "compare",
 }
 

@@ -6,18 +6,17 @@ Knows nothing about pytest: the plugin and the command line both call :func:`che
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 from collections.abc import Callable, Iterator
 from contextvars import ContextVar
-from dataclasses import dataclass
 from typing import Any
 
 import torch
 
 from . import backends, generalize, hints, profiles, serialize, state
 from .backends.base import Built, Fallback, Unavailable, first_line, timed_runs
-from .backends.table import ROUND_TRIP_MODES
+from .backends.table import DYNAMIC_MODES, ROUND_TRIP_MODES, SEARCHED_MODES
 from .compare import Tolerance, compare
+from .context import DECIDING, CheckContext, Watch
 from .inputs import Inputs, normalize
 from .record import CheckResult, Record
 from .settings import DEFAULT_DTYPES, DEFAULT_MODES, Settings, UsageError
@@ -25,33 +24,17 @@ from .settings import DEFAULT_DTYPES, DEFAULT_MODES, Settings, UsageError
 RUNS = 3  # runs per mode before comparing: TorchScript's profiling executor optimizes on later runs
 
 
-@dataclass(frozen=True)
-class Watch:
-    """Who follows a check while it runs (:mod:`pytest_jitcpu.isolation`'s parent process): the phase
-    running now, each record once made, and the (mode, dtype) checks to leave out (done, or crashed,
-    in an earlier child). Set with :func:`watched`; a check without one runs as usual."""
-
-    phase: Callable[[str, str, str], None]
-    record: Callable[[Record], None]
-    skip: frozenset[tuple[str, str]] = frozenset()
-
-
 _WATCH: ContextVar[Watch | None] = ContextVar("jitcpu_watch", default=None)
 
 
 @contextlib.contextmanager
 def watched(watch: Watch) -> Iterator[None]:
+    """Follow the checks run inside (the isolating child's parent); see :class:`~.context.Watch`."""
     token = _WATCH.set(watch)
     try:
         yield
     finally:
         _WATCH.reset(token)
-
-
-def _phase(mode: str, dtype: str, what: str) -> None:
-    watch = _WATCH.get()
-    if watch is not None:
-        watch.phase(mode, dtype, what)
 
 
 @contextlib.contextmanager
@@ -117,30 +100,22 @@ def check(
     dtypes: Any = DEFAULT_DTYPES,
     atol: float | None = None,
     rtol: float | None = None,
+    dynamic: Any = None,
     settings: Settings | None = None,
     nodeid: str = "",
     name: str | None = None,
     generate: Any = None,
     on_built: Callable[[Built], None] | None = None,
-    isolate: bool = False,
 ) -> CheckResult:
-    """Check ``model`` on ``inputs`` (a dict of keyword arguments or a tuple of positional ones).
+    """Check ``model`` on ``inputs`` (a dict of keyword arguments or a tuple of positional ones) in this
+    process: every selected mode and dtype, against the eager fp32 reference, over the input domain.
 
-    ``settings`` (from the plugin) wins over ``modes``/``dtypes``/``atol``/``rtol``. Returns the records
-    for every (mode, dtype); never raises for a model that cannot be traced (that is a ``fallback``).
-    ``isolate=True`` runs the check in a forked child (:mod:`pytest_jitcpu.isolation`): a model that
-    kills the interpreter becomes an ``error`` record instead of ending this process. The default is
-    in-process for the Python API (a ``breakpoint()`` in ``forward()`` works, state it sets stays).
+    ``settings`` (from the plugin) wins over ``modes``/``dtypes``/``atol``/``rtol``/``dynamic``. Returns the
+    records for every (mode, dtype); never raises for a model that cannot be traced (that is a
+    ``fallback``). Crash isolation is :func:`pytest_jitcpu.isolation.check`'s, which runs this in a child.
     """
     if settings is None:
-        settings = Settings().updated(modes=modes, dtypes=dtypes, atol=atol, rtol=rtol)
-    if isolate:
-        if on_built is not None:
-            raise UsageError("isolate=True and on_built: the built modes live in the child; pass one of them")
-        from . import isolation  # here: isolation imports this module
-
-        isolated = dataclasses.replace(settings, isolate=True)
-        return isolation.check(model, inputs, settings=isolated, nodeid=nodeid, name=name, generate=generate)
+        settings = Settings().updated(modes=modes, dtypes=dtypes, atol=atol, rtol=rtol, dynamic=dynamic)
     if isinstance(model, type) and issubclass(model, torch.nn.Module):
         raise UsageError(
             f"model: got the class {model.__name__}, not a model; pass an instance ({model.__name__}(...))"
@@ -150,52 +125,52 @@ def check(
         raise UsageError(f"model: expected a torch.nn.Module, got {got}; wrap a function in a Module")
     _refuse_off_cpu(model)
     batch = normalize(inputs)
-    label = name or _model_name(model)
-    notes: list[str] = []
+    ctx = CheckContext(
+        model, batch, settings, nodeid, name or _model_name(model), generate, on_built=on_built, watch=_WATCH.get()
+    )
     # state.kept: every mode starts from the model as given, and the model is left as found;
-    # generalize.searches: one input search per check, shared by its modes and dtypes;
     # serialize.batched: every round trip of this check runs in one subprocess, at the end.
-    with eval_mode(model, notes), state.kept(model) as snapshot, generalize.searches(), serialize.batched():
-        records = _check(model, batch, settings, nodeid, label, notes, generate, on_built, snapshot)
-    return CheckResult(model=label, records=records[0], reference=records[1])
+    with eval_mode(model, ctx.notes), state.kept(model) as ctx.snapshot, serialize.batched():
+        records, reference = _check(ctx)
+    return CheckResult(model=ctx.label, records=records, reference=reference)
 
 
-def _record(nodeid: str, label: str, mode: str, dtype: str, status: str, **fields: Any) -> Record:
-    return Record(nodeid=nodeid, model=label, mode=mode, dtype=dtype, status=status, **fields)
+def _record(ctx: CheckContext, mode: str, dtype: str, status: str, **fields: Any) -> Record:
+    return Record(nodeid=ctx.nodeid, model=ctx.label, mode=mode, dtype=dtype, status=status, **fields)
 
 
-def _check(
-    model: torch.nn.Module,
-    batch: Inputs,
-    settings: Settings,
-    nodeid: str,
-    label: str,
-    notes: list[str],
-    generate: Any,
-    on_built: Callable[[Built], None] | None,
-    snapshot: state.Snapshot,
-) -> tuple[list[Record], Any]:
+# Modes whose build or search reads the input domain: deciding it costs a few eager runs, paid only then.
+_DOMAIN_MODES = frozenset(SEARCHED_MODES) | frozenset(DYNAMIC_MODES)
+
+
+def _check(ctx: CheckContext) -> tuple[list[Record], Any]:
     records: list[Record] = []
-    watch = _WATCH.get()
-    skip = watch.skip if watch is not None else frozenset()
+    settings = ctx.settings
+    skip = ctx.watch.skip if ctx.watch is not None else frozenset()
 
     def made(rec: Record) -> None:
         records.append(rec)
-        if watch is not None:
-            watch.record(rec)
+        if ctx.watch is not None:
+            ctx.watch.record(rec)
 
-    _phase("eager", "fp32", "running the eager reference")
-    eager = backends.build("eager", model, batch, "fp32")
-    reference, error, eager_fields = _reference(eager, batch)
-    snapshot.restore()
+    ctx.phase("eager", "fp32", "running the eager reference")
+    eager = backends.build("eager", ctx.model, ctx.batch, "fp32")
+    reference, error, eager_fields = _reference(eager, ctx.batch)
+    ctx.snapshot.restore()
     if error is not None:
         for dtype in settings.dtypes:
             for mode in settings.modes:
                 if (mode, dtype) not in skip:
                     reason = error if mode == "eager" else f"not run: the eager reference failed ({error})"
-                    made(_record(nodeid, label, mode, dtype, "error", reason=reason, notes=list(notes)))
+                    made(_record(ctx, mode, dtype, "error", reason=reason, notes=list(ctx.notes)))
         return records, None
-    notes.extend(_output_notes(reference))
+    ctx.notes.extend(_output_notes(reference))
+    if _DOMAIN_MODES & set(settings.modes):
+        ctx.phase("eager", "fp32", DECIDING)
+        undecided = ctx.watch.undecided if ctx.watch is not None else None
+        generalize.decide(ctx, undecided)  # a dynamic= naming no input raises UsageError
+        ctx.snapshot.restore()
+    domain = ctx.domain.to_json() if ctx.domain is not None else None
 
     for dtype in settings.dtypes:
         tolerance = Tolerance(dtype, settings.atol, settings.rtol)
@@ -203,16 +178,14 @@ def _check(
             if (mode, dtype) in skip:
                 continue
             if mode == "eager" and dtype == "fp32":
-                made(_record(nodeid, label, "eager", "fp32", "pass", notes=list(notes), **eager_fields))
+                made(_record(ctx, "eager", "fp32", "pass", notes=list(ctx.notes), domain=domain, **eager_fields))
                 continue
-            made(
-                _check_mode(
-                    model, batch, mode, dtype, reference, tolerance, settings, nodeid, label, notes, generate, on_built
-                )
-            )
-            snapshot.restore()  # the next mode traces the model as given, not as this one left it
-    _phase("", "", "the serialization round trips")
-    changed = snapshot.note()
+            rec = _check_mode(ctx, mode, dtype, reference, tolerance)
+            rec.domain = domain
+            made(rec)
+            ctx.snapshot.restore()  # the next mode traces the model as given, not as this one left it
+    ctx.phase("", "", "the serialization round trips")
+    changed = ctx.snapshot.note()
     if changed:
         for rec in records:
             rec.notes.append(changed)
@@ -243,24 +216,11 @@ def _reference(eager: Built, batch: Inputs) -> tuple[Any, str | None, dict[str, 
     return reference, None, {"max_abs_diff": 0.0, "max_rel_diff": 0.0, "latency_ms": latency}
 
 
-def _check_mode(
-    model: torch.nn.Module,
-    batch: Inputs,
-    mode: str,
-    dtype: str,
-    reference: Any,
-    tolerance: Tolerance,
-    settings: Settings,
-    nodeid: str,
-    label: str,
-    notes: list[str],
-    generate: Any,
-    on_built: Callable[[Built], None] | None,
-) -> Record:
-    rec = _record(nodeid, label, mode, dtype, "pass", notes=list(notes))
-    _phase(mode, dtype, f"building {mode}/{dtype}")
+def _check_mode(ctx: CheckContext, mode: str, dtype: str, reference: Any, tolerance: Tolerance) -> Record:
+    rec = _record(ctx, mode, dtype, "pass", notes=list(ctx.notes))
+    ctx.phase(mode, dtype, f"building {mode}/{dtype}")
     try:
-        built = backends.build(mode, model, batch, dtype)
+        built = backends.build(mode, ctx.model, ctx.batch, dtype, ctx.domain)
     except Unavailable as exc:
         rec.status, rec.reason = "unavailable", str(exc)
         return rec
@@ -273,9 +233,9 @@ def _check_mode(
     rec.frozen, rec.warnings, rec.fused_ops = built.frozen, built.warnings, built.fused_ops
     rec.compile_time_ms = built.compile_time_ms
     rec.notes.extend(built.notes)
-    _phase(mode, dtype, f"running {mode}/{dtype} on the example inputs")
+    ctx.phase(mode, dtype, f"running {mode}/{dtype} on the example inputs")
     try:
-        out, rec.latency_ms = timed_runs(built, batch, RUNS)
+        out, rec.latency_ms = timed_runs(built, ctx.batch, RUNS)
     except Exception as exc:  # noqa: BLE001
         rec.status, rec.reason = "fallback", f"{mode} module failed to run: {first_line(exc)}"
         return rec
@@ -287,26 +247,18 @@ def _check_mode(
     if not result.ok:
         rec.status, rec.reason = "mismatch", result.reason
         return rec
-    if on_built is not None:
-        on_built(built)
-    _after_pass(model, batch, built, rec, tolerance, settings, generate)
+    if ctx.on_built is not None:
+        ctx.on_built(built)
+    _after_pass(ctx, built, rec, tolerance)
     return rec
 
 
-def _after_pass(
-    model: torch.nn.Module,
-    batch: Inputs,
-    built: Built,
-    rec: Record,
-    tolerance: Tolerance,
-    settings: Settings,
-    generate: Any,
-) -> None:
+def _after_pass(ctx: CheckContext, built: Built, rec: Record, tolerance: Tolerance) -> None:
     """Checks that only make sense once a mode matched on the example inputs."""
     if rec.mode == "eager":
         return
-    _phase(rec.mode, rec.dtype, f"running {rec.mode}/{rec.dtype} on generated inputs (divergence search)")
-    generalize.check(model, batch, built, rec, tolerance, settings, generate)  # says "off" for examples=0
-    if settings.serialize and rec.mode in ROUND_TRIP_MODES:
-        _phase(rec.mode, rec.dtype, f"saving {rec.mode}/{rec.dtype} for the serialization round trip")
-        serialize.check(batch, built, rec, tolerance, model)
+    ctx.phase(rec.mode, rec.dtype, f"running {rec.mode}/{rec.dtype} on generated inputs (divergence search)")
+    generalize.check(ctx, built, rec, tolerance)  # says "off" for examples=0
+    if ctx.settings.serialize and rec.mode in ROUND_TRIP_MODES:
+        ctx.phase(rec.mode, rec.dtype, f"saving {rec.mode}/{rec.dtype} for the serialization round trip")
+        serialize.check(ctx.batch, built, rec, tolerance, ctx.model)

@@ -29,10 +29,7 @@ recompile costs seconds; its records say so in their notes.
 
 from __future__ import annotations
 
-import contextlib
 import os
-from collections.abc import Iterator
-from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any
 
@@ -45,6 +42,8 @@ from . import backends, replay, state, strategies, variations
 from .backends.base import Built, captured_warnings, first_line, precision
 from .backends.table import SEARCHED_MODES, backend
 from .compare import Comparison, Tolerance, compare, leaves
+from .context import CheckContext
+from .domain import ROLES, declared
 from .inputs import Inputs
 from .record import Record
 from .settings import Settings, UsageError
@@ -77,65 +76,17 @@ class _Diverged(Exception):
 _REJECT = object()  # eager itself cannot run this input
 
 
-class Search:
-    """Everything shared by the searches of one ``check`` call: the inputs to try and eager's outputs."""
+class Oracle:
+    """Eager fp32 on inputs other than the example, cached for one check: every mode and dtype of a
+    check asks for the same inputs (the domain's probes, the variations, the generated inputs)."""
 
-    def __init__(self, model: torch.nn.Module, batch: Inputs, generate: Any, examples: int) -> None:
+    def __init__(self, model: torch.nn.Module) -> None:
         self.model = model
         self.eager: dict[str, Any] = {}
         self.eager_sizes: dict[str, int] = {}
         self.eager_bytes = 0
-        self.variations: list[variations.Variation] = []
-        self.rejected = 0  # variations eager rejected (each is tried once per check, not per mode)
-        self.rejected_generated = 0  # generated inputs eager rejected before any search (the probes)
-        self.factory: strategies.SizedFactory | None = None
-        self.strategy: Any = None
-        self.why_no_strategy: str | None = None
-        self.why_no_variations: str | None = None
-        if generate is not None:  # the user's inputs replace ours: they know what is valid
-            names = strategies.size_parameters(generate) if callable(generate) else []
-            if names:
-                self.factory = strategies.SizedFactory(generate, names, batch)
-                self.strategy = self.factory.strategy()
-                self.note = f"from generate=({', '.join(f'{n}=...' for n in names)})"
-            else:
-                self.strategy = strategies.user_strategy(generate, examples)
-                self.note = "from generate="
-            return
-        seen = {strategies.digest(batch)}
-        try:
-            made = variations.variations(batch, self._accepts)
-        except Exception as exc:  # noqa: BLE001 - an input these cannot vary; free generation still runs
-            made = []
-            self.why_no_variations = f"could not vary the example: {first_line(exc)}"
-        for v in made:
-            key = strategies.digest(v.inputs)
-            if key in seen:
-                continue  # a permutation of one row, a mask without padding to remove...
-            seen.add(key)
-            if self._accepts(v.inputs):
-                self.variations.append(v)
-            else:
-                self.rejected += 1
-        try:
-            plan = strategies.plan_for(batch, model)
-            plan = strategies.settle(plan, self._accepts)
-        except UsageError:
-            raise
-        except Exception as exc:  # noqa: BLE001 - the variations above still run
-            self.why_no_strategy = f"could not derive inputs from the example: {first_line(exc)}"
-            self.note = "no generated inputs"
-            return
-        if not strategies.probe(plan, self._accepts, PROBES):
-            self.rejected_generated = PROBES
-            self.why_no_strategy = f"eager rejected all {PROBES} generated inputs probed"
-            self.note = "no generated inputs"
-            return
-        self.strategy = strategies.strategy(plan)
-        varying = ", ".join(f"{a.name} {a.low}..{a.high}" for a in plan.varying)
-        self.note = f"generated inputs vary {varying}" if varying else "generated inputs vary values only"
 
-    def _accepts(self, inputs: Inputs) -> bool:
+    def accepts(self, inputs: Inputs) -> bool:
         return self.reference(inputs, strategies.digest(inputs)) is not _REJECT
 
     def reference(self, inputs: Inputs, key: str) -> Any:
@@ -159,40 +110,128 @@ class Search:
         return out
 
 
-# One Search per check call, shared by that call's (mode, dtype) records: the engine opens ``searches()``
-# around a check, so nothing (eager outputs, the model) outlives it.
-_SEARCHES: ContextVar[dict[tuple[int, int, int], Search] | None] = ContextVar("jitcpu_searches", default=None)
-
-
-@contextlib.contextmanager
-def searches() -> Iterator[None]:
-    """Share the generated inputs and eager outputs between the records of one check."""
-    token = _SEARCHES.set({})
+def decide(ctx: CheckContext, undecided: str | None = None) -> None:
+    """The check's input domain, decided once after the eager reference: the user's ``dynamic=`` or the
+    defaults by role, each candidate dim kept varying only where eager accepts other sizes (one larger or
+    one smaller). Sets ``ctx.oracle``, ``ctx.domain``, ``ctx.plan`` (or ``ctx.why_no_plan``).
+    ``undecided``: why eager could not be asked (it killed an earlier process on another size)."""
+    ctx.oracle = Oracle(ctx.model)
+    domain = declared(ctx.batch, ctx.settings.dynamic)  # a name that is no input is a UsageError
+    if undecided is not None:
+        ctx.domain = domain
+        ctx.why_no_plan = f"eager {undecided.split(':', 1)[0]} the process on an input of another size"
+        ctx.notes.append(f"input domain not settled: the process {undecided}; searched with variations only")
+        return
     try:
-        yield
-    finally:
-        _SEARCHES.reset(token)
+        plan = strategies.plan_for(ctx.batch, ctx.model, domain)
+        plan = strategies.settle(plan, ctx.oracle.accepts)
+    except UsageError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - the variations still run; the domain stays as declared
+        ctx.domain, ctx.why_no_plan = domain, f"could not derive inputs from the example: {first_line(exc)}"
+        return
+    ranges = {a.name: (a.low, a.high) for a in plan.axes}
+    size = domain.sizes.get("batch")
+    if size and ranges.get("batch", (0, 0))[1] <= size and _rows_accepted(ctx, size):
+        # Generation cannot resize a nested input (a cache), the row variations can: eager took one row.
+        ranges["batch"] = (1, size + strategies.BATCH_EXTRA)
+    for name in domain.names:  # a dim pinned by an input kept as it is does not vary
+        ranges.setdefault(name, (domain.sizes.get(name, 0), domain.sizes.get(name, 0)))
+    ctx.domain, ctx.plan = domain.settled(ranges), plan
 
 
-def _search_for(model: torch.nn.Module, batch: Inputs, generate: Any, examples: int) -> Search:
-    shared = _SEARCHES.get()
-    key = (id(model), id(batch), id(generate))
-    search = shared.get(key) if shared is not None else None
-    if search is None:
-        search = Search(model, batch, generate, examples)
-        if shared is not None:
-            shared[key] = search
-    return search
+def _rows_accepted(ctx: CheckContext, size: int) -> bool:
+    """Does eager take the example's first row alone (every tensor's, nested ones included)?"""
+    if size < 2:
+        return False
+    try:
+        return ctx.oracle.accepts(variations.take_rows(ctx.batch, [0], size))
+    except Exception:  # noqa: BLE001 - an input whose rows cannot be taken keeps its batch
+        return False
+
+
+class Search:
+    """Everything shared by the searches of one ``check`` call: the inputs to try (variations of the
+    example, inputs generated over the domain, or the user's ``generate=``)."""
+
+    def __init__(self, ctx: CheckContext) -> None:
+        self.oracle: Oracle = ctx.oracle
+        self.model = ctx.model
+        self.variations: list[variations.Variation] = []
+        self.resized: list[variations.Variation] = []
+        self.rejected = 0  # variations eager rejected (each is tried once per check, not per mode)
+        self.rejected_generated = 0  # generated inputs eager rejected before any search (the probes)
+        self.factory: strategies.SizedFactory | None = None
+        self.strategy: Any = None
+        self.why_no_strategy: str | None = None
+        self.why_no_variations: str | None = None
+        generate, batch = ctx.generate, ctx.batch
+        if generate is not None:  # the user's inputs replace ours: they know what is valid
+            names = strategies.size_parameters(generate) if callable(generate) else []
+            if names:
+                self.factory = strategies.SizedFactory(generate, names, batch)
+                self.strategy = self.factory.strategy()
+                self.note = f"from generate=({', '.join(f'{n}=...' for n in names)})"
+            else:
+                self.strategy = strategies.user_strategy(generate, ctx.settings.examples)
+                self.note = "from generate="
+            return
+        seen = {strategies.digest(batch)}
+        try:
+            made = variations.variations(batch, self.oracle.accepts)
+            if ctx.domain is not None:  # nothing outside the domain: no other batch where it is fixed
+                made = [v for v in made if ctx.domain.contains(batch, v.inputs)]
+        except Exception as exc:  # noqa: BLE001 - an input these cannot vary; free generation still runs
+            made = []
+            self.why_no_variations = f"could not vary the example: {first_line(exc)}"
+        self.variations = self._valid(made, seen)
+        # After the free search (whose counterexamples shrink): each dim of the domain one larger and one
+        # smaller, so an artifact or a trace that keeps a dim static is caught even if no draw hit it.
+        self.resized = self._valid(strategies.resized(ctx.plan), seen) if ctx.plan is not None else []
+        plan = ctx.plan
+        if plan is None:
+            self.why_no_strategy = ctx.why_no_plan
+            self.note = "no generated inputs"
+            return
+        if not strategies.probe(plan, self.oracle.accepts, PROBES):
+            self.rejected_generated = PROBES
+            self.why_no_strategy = f"eager rejected all {PROBES} generated inputs probed"
+            self.note = "no generated inputs"
+            return
+        self.strategy = strategies.strategy(plan)
+        varying = ", ".join(f"{a.name} {a.low}..{a.high}" for a in plan.varying)
+        self.note = f"generated inputs vary {varying}" if varying else "generated inputs vary values only"
+
+    def _valid(self, made: list[variations.Variation], seen: set[str]) -> list[variations.Variation]:
+        """The new inputs eager accepts (counting those it rejects)."""
+        valid = []
+        for v in made:
+            key = strategies.digest(v.inputs)
+            if key in seen:
+                continue  # a permutation of one row, a mask without padding to remove...
+            seen.add(key)
+            if self.oracle.accepts(v.inputs):
+                valid.append(v)
+            else:
+                self.rejected += 1
+        return valid
+
+    def reference(self, inputs: Inputs, key: str) -> Any:
+        return self.oracle.reference(inputs, key)
 
 
 class _Evaluator:
     """Runs eager and the built module on one input; caches outcomes so Hypothesis' final replay of the
     shrunk example sees the same result even after the shrink budget ran out. Counts what it ran."""
 
-    def __init__(self, search: Search, built: Built, tolerance: Tolerance) -> None:
+    def __init__(self, ctx: CheckContext, search: Search, built: Built, tolerance: Tolerance) -> None:
+        self.ctx = ctx
         self.search = search
         self.built = built
         self.tolerance = tolerance
+        self.example_shapes = _shapes(ctx.batch)
+        self.reshaped = 0  # matched inputs whose shapes differ from the example's
+        self.held: dict[str, list[int]] = {}  # domain name -> the other sizes of it that matched
         self.outcomes: dict[str, Any] = {}
         self.compared = 0  # inputs eager accepted, run through the built module
         self.matched = 0
@@ -216,17 +255,31 @@ class _Evaluator:
             self.rejected += 1
         elif outcome is None:
             self.matched += 1
+            self._held(inputs)
             if kind not in self.kinds:
                 self.kinds.append(kind)
         if isinstance(outcome, Divergence):
             self.found = True
         return outcome
 
+    def _held(self, inputs: Inputs) -> None:
+        if _shapes(inputs) != self.example_shapes:
+            self.reshaped += 1
+        domain = self.ctx.domain
+        if domain is None:
+            return
+        for name, size in domain.sizes_of(inputs).items():
+            if size != domain.sizes.get(name) and size not in self.held.setdefault(name, []):
+                self.held[name].append(size)
+
     def _evaluate(self, inputs: Inputs, key: str, where: str) -> Any:
         reference = self.search.reference(inputs, key)
         if reference is _REJECT:
             return _REJECT
         self.compared += 1
+        # Said before it runs: if it kills the process, the isolating parent makes this input the
+        # counterexample of a divergence (eager accepted it just now).
+        self.ctx.trying(self.built.mode, self.built.dtype, inputs, where)
         try:
             with captured_warnings([], keep=lambda w: False):
                 out = self.built.run(inputs.clone())
@@ -300,18 +353,10 @@ def search(strategy: Any, evaluate: Any, settings: Settings) -> Divergence | Non
     return None
 
 
-def check(
-    model: torch.nn.Module,
-    batch: Inputs,
-    built: Built,
-    rec: Record,
-    tolerance: Tolerance,
-    settings: Settings,
-    generate: Any = None,
-) -> None:
-    """Search for an input on which ``built`` and eager disagree; on one, ``rec`` becomes ``diverges``.
-
-    ``rec.generalization`` says what the verdict rests on (see :func:`_summary`)."""
+def check(ctx: CheckContext, built: Built, rec: Record, tolerance: Tolerance) -> None:
+    """Search the check's input domain for an input on which ``built`` and eager disagree; on one,
+    ``rec`` becomes ``diverges``. ``rec.generalization`` says what the verdict rests on (:func:`_summary`)."""
+    settings = ctx.settings
     if settings.examples <= 0:
         rec.generalization = _summary("off", why_none="turned off (examples=0)")
         return
@@ -321,15 +366,21 @@ def check(
             rec.notes.append(f"generalization not searched: {why}")
             rec.generalization = _summary("not searched", why_none=why)
         return
-    found = _search_for(model, batch, generate, settings.examples)  # a bad generate= raises UsageError
-    evaluator = _Evaluator(found, built, tolerance)
-    divergence = _try_variations(found, evaluator)
+    if ctx.search is None:
+        ctx.search = Search(ctx)  # a bad generate= raises UsageError
+    found: Search = ctx.search
+    evaluator = _Evaluator(ctx, found, built, tolerance)
+    divergence = _try_variations(found.variations, evaluator)
     why = None
     if divergence is None:
-        divergence, why = _free(found, evaluator, settings, generate)
+        divergence, why = _free(found, evaluator, settings, ctx.generate)
+    if divergence is None:
+        divergence = _try_variations(found.resized, evaluator)
+    same_shapes = _same_shapes_only(ctx, evaluator, divergence)
+    tested = evaluator.compared and not same_shapes
     rec.examples = evaluator.compared
     rec.generalization = _summary(
-        "tested" if evaluator.compared else "untested",
+        "tested" if tested else "untested",
         tried=evaluator.compared
         + evaluator.rejected
         + found.rejected
@@ -338,10 +389,11 @@ def check(
         matched=evaluator.matched,
         rejected_by_eager=evaluator.rejected + found.rejected + found.rejected_generated,
         kinds=list(evaluator.kinds),
-        why_none=None if evaluator.compared else _why_none(found, evaluator, why),
+        why_none=None if tested else (same_shapes or _why_none(found, evaluator, why)),
         diverged_on=None if divergence is None else divergence.kind,
+        held={name: sorted(sizes) for name, sizes in evaluator.held.items()},
     )
-    if not evaluator.compared:
+    if not tested:
         rec.notes.append(f"generalization not checked: {rec.generalization['why_none']}")
     elif why is not None:
         rec.notes.append(f"generalization: {why}")
@@ -352,26 +404,122 @@ def check(
         return
     rec.status = "diverges"
     rec.counterexample = strategies.summarize(divergence.inputs)
-    rec.reason = divergence.reason + _explained_by(rec.warnings)
-    rec.replay = _replay(model, batch, built, rec, tolerance, settings, found, divergence)
+    axes = _culprits(ctx, evaluator, _diverged_axes(ctx, divergence))
+    rec.generalization["diverged_axes"] = list(axes)
+    rec.reason = _on_axes(ctx, axes, evaluator.held, divergence) + divergence.reason + _explained_by(rec.warnings)
+    narrow = _narrowed(ctx, axes)
+    if narrow is not None:
+        rec.generalization["narrow"] = narrow
+    rec.replay = _replay(ctx, built, rec, tolerance, divergence)
     result = divergence.comparison
     if result is not None:
         rec.max_abs_diff, rec.max_rel_diff, rec.worst = result.max_abs_diff, result.max_rel_diff, result.worst
         rec.atol, rec.rtol = result.atol, result.rtol
 
 
-def _replay(
-    model: torch.nn.Module,
-    batch: Inputs,
-    built: Built,
-    rec: Record,
-    tolerance: Tolerance,
-    settings: Settings,
-    found: Search,
-    divergence: Divergence,
-) -> str | None:
+def _shapes(inputs: Inputs) -> tuple[tuple[int, ...], ...]:
+    from . import nested
+
+    return tuple(tuple(t.shape) for t in nested.tensors(inputs.values()))
+
+
+def _same_shapes_only(ctx: CheckContext, evaluator: _Evaluator, divergence: Divergence | None) -> str | None:
+    """Why a pass is untested although other inputs matched: every one had the example's shapes, while
+    the domain has dims that may vary. None when another shape matched, or the domain is static."""
+    domain = ctx.domain
+    if divergence is not None or not evaluator.matched or evaluator.reshaped or domain is None or not domain.dims:
+        return None
+    fixed = [n for n in domain.names if n not in domain.ranges]
+    if fixed and len(fixed) == len(domain.names):
+        tried = f"eager rejects every other size of {', '.join(fixed)} (one larger and one smaller were tried)"
+    else:
+        tried = "eager rejected every input of another shape the search tried"
+    return (
+        f"same shapes only: the {evaluator.matched} inputs that matched all had the example's shapes; {tried}. "
+        "Hand inputs of other sizes over with generate=, or declare the shapes fixed with dynamic=False"
+    )
+
+
+def _diverged_axes(ctx: CheckContext, divergence: Divergence) -> dict[str, int]:
+    """The domain's names whose size in the counterexample differs from the example's, when the
+    divergence is one of shape: the built module raised, or its output has other shapes than eager's. A
+    difference in values on an input of another size may come from its values (a branch): no axis then."""
+    domain, inputs, result = ctx.domain, divergence.inputs, divergence.comparison
+    if domain is None or (result is not None and not (result.reason or "").startswith("structure differs")):
+        return {}
+    return {n: size for n, size in domain.sizes_of(inputs).items() if size != domain.sizes.get(n)}
+
+
+def _culprits(ctx: CheckContext, evaluator: _Evaluator, axes: dict[str, int]) -> dict[str, int]:
+    """Of several dims a counterexample changed, those that diverge alone (the example resized on that
+    dim only, values drawn as for the resized variations); all of them when none does alone."""
+    if len(axes) < 2 or ctx.plan is None:
+        return axes
+    sizes = {a.name: a.size for a in ctx.plan.axes}
+    alone = {}
+    for name, size in axes.items():
+        if name not in sizes:
+            continue
+        inputs = strategies.materialize(ctx.plan, {**sizes, name: size}, strategies.fixed_draws())
+        if isinstance(evaluator(inputs, "resized", f"{name} {size} alone"), Divergence):
+            alone[name] = size
+    return alone or axes
+
+
+def _phrase(ctx: CheckContext, sizes: dict[str, int], example: bool = False) -> str:
+    """ "image size 13x13 (the example's 8x8)", "sequence length 3", "batch 1"."""
+    domain = ctx.domain
+    assert domain is not None
+    parts = []
+    rest = dict(sizes)
+    if "height" in rest and "width" in rest:
+        h, w = rest.pop("height"), rest.pop("width")
+        parts.append(
+            f"image size {h}x{w}"
+            + (f" (the example's {domain.sizes['height']}x{domain.sizes['width']})" if example else "")
+        )
+    for name, size in rest.items():
+        role = domain.role(name)
+        what = ROLES.get(role, name) if role != "declared" else name
+        what = name if name not in ("batch", "seq", "time", "height", "width") else what
+        parts.append(f"{what} {size}" + (f" (the example's {domain.sizes.get(name)})" if example else ""))
+    return " and ".join(parts)
+
+
+def _on_axes(ctx: CheckContext, axes: dict[str, int], held: dict[str, list[int]], divergence: Divergence) -> str:
+    """ "diverges on image size 13x13 (the example's 8x8): it raises; batch holds (1, 3). " when the
+    counterexample changed dims of the domain, else nothing (a divergence on values alone)."""
+    if not axes or ctx.domain is None:
+        return ""
+    how = "it differs" if divergence.comparison is not None else "it raises"
+    holding = [
+        f"{name} holds ({', '.join(map(str, sorted(sizes)))})"
+        for name, sizes in held.items()
+        if sizes and name not in axes
+    ]
+    return f"diverges on {_phrase(ctx, axes, example=True)}: {how}" + "".join(f"; {h}" for h in holding) + ". "
+
+
+def _narrowed(ctx: CheckContext, axes: dict[str, int]) -> str | None:
+    """The ``dynamic=`` that leaves the diverging dims out of the domain (for a user whose model never
+    sees other sizes of them), or None when the divergence is not on a shape."""
+    domain = ctx.domain
+    if not axes or domain is None:
+        return None
+    drop = set(axes)
+    if any(domain.role(n) in ("height", "width") for n in axes):  # an image's size, not one of its sides
+        drop |= {n for n in domain.names if domain.role(n) in ("height", "width")}
+    spec: dict[str, Any] = {}
+    for key in dict.fromkeys(d.key for d in domain.dims):
+        keep = {d.axis: d.name for d in domain.dims if d.key == key and d.name not in drop}
+        spec[key] = keep or None
+    return f"dynamic={spec!r}"
+
+
+def _replay(ctx: CheckContext, built: Built, rec: Record, tolerance: Tolerance, divergence: Divergence) -> str | None:
     """The divergence as a snippet, checked to reproduce: the mode built on the snippet's example (the
     same build when the example is written out exactly) must differ from eager on its counterexample."""
+    batch, model, settings = ctx.batch, ctx.model, ctx.settings
     example_key = strategies.digest(batch)
 
     def reproduces(example: Inputs, counterexample: Inputs) -> bool:
@@ -379,9 +527,10 @@ def _replay(
             module = built
         else:
             with state.as_given(model):  # built from the model as given, like the mode itself
-                module = backends.build(rec.mode, model, example, rec.dtype)
+                module = backends.build(rec.mode, model, example, rec.dtype, ctx.domain)
         key = strategies.digest(counterexample)
-        outcome = _Evaluator(found, module, tolerance)._evaluate(counterexample, key, "the counterexample")
+        quiet = CheckContext(model, batch, settings, ctx.nodeid, ctx.label, domain=ctx.domain)
+        outcome = _Evaluator(quiet, ctx.search, module, tolerance)._evaluate(counterexample, key, "the counterexample")
         return isinstance(outcome, Divergence)
 
     tolerances = {k: v for k, v in (("atol", settings.atol), ("rtol", settings.rtol)) if v is not None}
@@ -441,9 +590,9 @@ def _why_none(found: Search, evaluator: _Evaluator, why: str | None) -> str:
     return "; ".join(x for x in reasons if x) or "no other input could be tried"
 
 
-def _try_variations(found: Search, evaluator: _Evaluator) -> Divergence | None:
-    """The structure-keeping variations of the example, in order; the first divergence ends the search."""
-    for v in found.variations:
+def _try_variations(made: list[variations.Variation], evaluator: _Evaluator) -> Divergence | None:
+    """Variations of the example, in order; the first divergence ends the search."""
+    for v in made:
         outcome = evaluator(v.inputs, v.kind, f"{v.kind}: {v.detail}")
         if isinstance(outcome, Divergence):
             outcome.kind = v.kind

@@ -28,17 +28,42 @@ class Hint:
     name: str
     statuses: tuple[str, ...]
     pattern: str  # searched in the reason (and the TracerWarnings when ``in_warnings``)
-    fix: str
+    fix: str | Callable[[Record], str]  # the text, or made from the record (e.g. the dynamic= to narrow with)
     in_warnings: bool = False
+    when: Callable[[Record], bool] | None = None  # a condition on the record beyond its text
 
     def matches(self, rec: Record) -> bool:
-        if rec.status not in self.statuses:
+        if rec.status not in self.statuses or (self.when is not None and not self.when(rec)):
             return False
         texts = [rec.reason or ""] + (rec.warnings if self.in_warnings else [])
         return any(re.search(self.pattern, text) for text in texts)
 
+    def text(self, rec: Record) -> str:
+        return self.fix(rec) if callable(self.fix) else self.fix
+
+
+def _on_a_shape(rec: Record) -> bool:
+    """A divergence on an input of another shape (the domain's dims it changed are recorded)."""
+    return bool((rec.generalization or {}).get("diverged_axes"))
+
+
+def _narrow(rec: Record) -> str:
+    axes = ", ".join((rec.generalization or {}).get("diverged_axes") or [])
+    narrow = (rec.generalization or {}).get("narrow")
+    deploy = "deploy with the export or onnx modes, which keep the input domain's dims dynamic"
+    if rec.mode not in TORCHSCRIPT_MODES:
+        deploy = "check whether another mode keeps that dim dynamic"
+    if not narrow:
+        return f"the program baked a size of {axes} in; {deploy}"
+    return (
+        f"the program baked a size of {axes} in; {deploy}, or, if the model only ever sees this size, narrow "
+        f"the input domain: {narrow}"
+    )
+
 
 HINTS: tuple[Hint, ...] = (
+    # First: a shape divergence is not a branch on a value, whatever the TracerWarnings say.
+    Hint("shape-divergence", ("diverges",), r"", _narrow, when=_on_a_shape),
     Hint(
         "dynamic-cache",
         ("fallback",),
@@ -76,7 +101,7 @@ def fix_for(rec: Record) -> str | None:
     """The fix of the first known cause that explains ``rec``, or None."""
     for hint in HINTS:
         if hint.matches(rec):
-            return hint.fix
+            return hint.text(rec)
     return None
 
 

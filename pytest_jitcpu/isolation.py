@@ -38,9 +38,11 @@ from typing import Any
 
 import torch
 
-from . import engine, serialize
+from . import engine, replay, serialize, strategies
 from .backends.base import FORK_UNSAFE_POOLS
-from .backends.table import ROUND_TRIP_MODES
+from .backends.table import ROUND_TRIP_MODES, backend
+from .context import DECIDING, Watch
+from .inputs import Inputs, normalize
 from .record import CheckResult, Record
 from .settings import Settings
 
@@ -73,6 +75,7 @@ class _Job:
     generate: Any
     skip: frozenset[tuple[str, str]] = frozenset()
     threads: int | None = None
+    undecided: str | None = None  # why an earlier child died deciding the input domain: this one skips it
 
     def check(self) -> CheckResult:
         return engine.check(
@@ -91,6 +94,8 @@ class _Outcome:
     how: str = ""  # how the child ended, when it ended without a result
     hung: bool = False  # it sent nothing for settings.timeout seconds and was killed
     where: str | None = None  # the innermost Python frame faulthandler saw, when it crashed
+    # The last input a built module was about to run on in the search: (mode, dtype, inputs, where).
+    trying: tuple[str, str, Inputs, str] | None = None
 
 
 def check(
@@ -136,9 +141,13 @@ def check(
             reference = outcome.result.reference
             break
         serialize.stop_loader()  # it may be half-way through the dead child's batch
-        reason, crashed = _crash_records(outcome, nodeid, label, settings, made)
+        reason, crashed = _crash_records(outcome, job, label, made)
         made.update(crashed)
         crashes.append(reason)
+        if outcome.phase is not None and outcome.phase[2] == DECIDING and job.undecided is None:
+            # Eager died on an input of another size: the next child checks without probing the domain.
+            job = dataclasses.replace(job, undecided=reason)
+            continue
         if sum(pair in made for pair in wanted) == before:
             # It died where no (mode, dtype) can be left out: another child would die there too.
             for pair in wanted:
@@ -187,12 +196,18 @@ def _warm(settings: Settings) -> None:
 
 
 def _crash_records(
-    outcome: _Outcome, nodeid: str, label: str, settings: Settings, made: dict[tuple[str, str], Record]
+    outcome: _Outcome, job: _Job, label: str, made: dict[tuple[str, str], Record]
 ) -> tuple[str, dict[tuple[str, str], Record]]:
-    """Why the child died, and the error record(s) of the check(s) it was running."""
+    """Why the child died, and the record(s) of the check(s) it was running: ``diverges`` when a built
+    module killed it on an input of the search that eager had accepted, else ``error``."""
+    nodeid, settings = job.nodeid, job.settings
     mode, dtype, what = outcome.phase or ("eager", "fp32", "starting the check")
     where = f" (at {outcome.where})" if outcome.where else ""
     reason = f"{'hung' if outcome.hung else 'crashed'}: {outcome.how} while {what}{where}"
+    trying = outcome.trying
+    if trying is not None and trying[:2] == (mode, dtype) and "generated inputs" in what:
+        done = made | {(r.mode, r.dtype): r for r in outcome.records}
+        return reason, {(mode, dtype): _crash_divergence(outcome, job, label, done, reason)}
     done = made | {(r.mode, r.dtype): r for r in outcome.records}
     if not mode:  # after every record was made: the serialization round trips
         for rec in outcome.records:
@@ -200,6 +215,8 @@ def _crash_records(
                 rec.serializable_reason = f"not checked: the process {reason}"
         pending = [(m, d) for d in settings.dtypes for m in settings.modes if (m, d) not in done]
         return reason, {pair: _error(nodeid, label, *pair, f"not run: the process {reason}") for pair in pending}
+    if what == DECIDING and job.undecided is None:
+        return reason, {}  # retried without probing the domain (check's loop)
     if what in ("running the eager reference", "starting the check"):
         return reason, {
             (m, d): _error(nodeid, label, m, d, reason if m == "eager" else f"not run: the eager reference {reason}")
@@ -208,6 +225,47 @@ def _crash_records(
             if (m, d) not in done
         }
     return reason, {(mode, dtype): _error(nodeid, label, mode, dtype, reason)}
+
+
+def _crash_divergence(
+    outcome: _Outcome, job: _Job, label: str, done: dict[tuple[str, str], Record], reason: str
+) -> Record:
+    """A built module that kills the process on an input eager accepts diverges from eager there: the
+    input is the counterexample, with a replay snippet (written here, not re-run: it would crash again)."""
+    assert outcome.trying is not None
+    mode, dtype, inputs, where = outcome.trying
+    program = backend(mode).program
+    how = "hung" if outcome.hung else "crashed the process"
+    at = f" (at {outcome.where})" if outcome.where else ""
+    rec = _error(job.nodeid, label, mode, dtype, f"{program} {how} ({outcome.how}) on {where} that eager accepts{at}")
+    rec.status = "diverges"
+    rec.counterexample = strategies.summarize(inputs)
+    eager = done.get(("eager", "fp32"))
+    rec.domain = eager.domain if eager is not None else None
+    rec.generalization = {
+        "verdict": "tested",
+        "tried": 1,
+        "matched": 0,
+        "rejected_by_eager": 0,
+        "kinds": [],
+        "why_none": None,
+        "diverged_on": "crash",
+    }
+    tolerances = {k: v for k, v in (("atol", job.settings.atol), ("rtol", job.settings.rtol)) if v is not None}
+    try:
+        rec.replay = replay.snippet(
+            normalize(job.inputs),
+            inputs,
+            model=label,
+            mode=mode,
+            dtype=dtype,
+            tolerances=tolerances,
+            reproduces=lambda example, counterexample: False,
+            what=f"{how} on `counterexample` (run it isolated: --jitcpu-isolate=true, the default)",
+        )
+    except Exception as exc:  # noqa: BLE001 - inputs a snippet cannot hold keep the summary only
+        rec.notes.append(f"no replay snippet: {exc}")
+    return rec
 
 
 def _error(nodeid: str, label: str, mode: str, dtype: str, reason: str) -> Record:
@@ -308,6 +366,8 @@ def _parse(data: bytes) -> _Outcome:
             outcome.phase = tuple(payload)  # type: ignore[assignment]
         elif kind == "record":
             outcome.records.append(payload[0])
+        elif kind == "trying":
+            outcome.trying = tuple(payload)  # type: ignore[assignment]
         elif kind == "done":
             outcome.result = payload[0]
         elif kind == "raise":
@@ -391,10 +451,12 @@ def _child(write_fd: int, crash_log: Any, job: _Job) -> None:
             torch.set_num_threads(job.threads)
         _compile_in_this_thread()
         pipe = _Pipe(write_fd)
-        watch = engine.Watch(
+        watch = Watch(
             phase=lambda mode, dtype, what: pipe.send("phase", mode, dtype, what),
             record=lambda rec: pipe.send("record", rec),
+            trying=lambda mode, dtype, inputs, where: pipe.send("trying", mode, dtype, inputs, where),
             skip=job.skip,
+            undecided=job.undecided,
         )
         try:
             with engine.watched(watch):

@@ -42,6 +42,8 @@ class Record:
     # What a searched mode's verdict rests on beyond the example (generalize._summary): verdict tested /
     # untested / off / not searched, tried, matched, rejected_by_eager, kinds, why_none, diverged_on.
     generalization: dict[str, Any] | None = None
+    # The check's input domain (domain.Domain.to_json): which dims varied, their ranges, which eager kept fixed.
+    domain: dict[str, Any] | None = None
 
     @property
     def failed(self) -> bool:

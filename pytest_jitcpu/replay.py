@@ -119,6 +119,7 @@ def snippet(
     dtype: str,
     tolerances: dict[str, float],
     reproduces: Callable[[Inputs, Inputs], bool],
+    what: str = "differs from eager on `counterexample`",
 ) -> str:
     """The shortest snippet (compact first, then every value written out) whose inputs ``reproduces``."""
     verified = False
@@ -132,7 +133,7 @@ def snippet(
         if verified:
             break
     options = f"modes=[{mode!r}], dtypes=[{dtype!r}]" + "".join(f", {k}={v!r}" for k, v in tolerances.items())
-    head = f"# pytest-jitcpu replay: {model} {mode}/{dtype} differs from eager on `counterexample`"
+    head = f"# pytest-jitcpu replay: {model} {mode}/{dtype} {what}"
     if not verified:
         head += "\n# (not confirmed when written: the divergence did not repeat in a second run)"
     return "\n".join(

@@ -7,7 +7,7 @@ Shared by the pytest plugin and the command line, so a bad value reads the same 
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -94,6 +94,38 @@ def parse_generate(value: Any, source: str = "generate") -> Any:
     raise UsageError(f"{source}: expected {GENERATE_FORMS}; got {type(value).__name__}")
 
 
+DYNAMIC_FORMS = (
+    "a dict {input name: {dim: name}} (positional inputs by index), as torch.export's dynamic_shapes, "
+    "e.g. {'pixel_values': {0: 'batch'}}; None for an input or False for all keeps them static"
+)
+
+
+def parse_dynamic(value: Any, source: str = "dynamic") -> Any:
+    """A user's ``dynamic=`` (the input domain, :mod:`pytest_jitcpu.domain`): None for the defaults, False for
+    static shapes, else {input: {dim: name} or None}. Its names are checked against the inputs when a check runs."""
+    if value is True:
+        return None  # the defaults
+    if value is False:
+        return False
+    if not isinstance(value, Mapping):
+        raise UsageError(f"{source}: expected {DYNAMIC_FORMS}; got {type(value).__name__}")
+    for key, axes in value.items():
+        if not isinstance(key, (str, int)) or isinstance(key, bool):
+            raise UsageError(f"{source}: input {key!r} is not an input name or a positional index")
+        if axes is None:
+            continue
+        if not isinstance(axes, Mapping):
+            raise UsageError(
+                f"{source}: {key!r}: expected {{dim: name}} such as {{0: 'batch'}}, got {type(axes).__name__}"
+            )
+        for axis, name in axes.items():
+            if not isinstance(axis, int) or isinstance(axis, bool):
+                raise UsageError(f"{source}: {key!r}: dim {axis!r} is not an integer")
+            if not isinstance(name, str) or not name.strip():
+                raise UsageError(f"{source}: {key!r}: dim {axis} needs a name such as 'batch' (got {name!r})")
+    return dict(value)
+
+
 def parse_tolerance(value: str | float | None, source: str = "tolerance") -> float | None:
     if value is None or (isinstance(value, str) and value.strip().lower() in ("", "default", "none")):
         return None
@@ -177,6 +209,7 @@ class Settings:
     derandomize: bool = True
     serialize: bool = True
     generate: Any = None  # the inputs the generalization search tries (marker or check() generate=)
+    dynamic: Any = None  # the input domain as the user declared it (None: the defaults by role; False: static)
     isolate: bool = True  # run each check in a forked child: a crash is an error record, not the session's end
     timeout: float = DEFAULT_TIMEOUT_S  # an isolated check's child silent this long is hung: killed, an error
     extra: dict = field(default_factory=dict)
@@ -210,6 +243,7 @@ PARSERS: dict[str, Callable[[Any, str], Any]] = {
     "fallback": parse_fallback,
     "untested": parse_untested,
     "generate": parse_generate,
+    "dynamic": parse_dynamic,
     "examples": parse_examples,
     "ipex": parse_flag,
     "derandomize": parse_flag,

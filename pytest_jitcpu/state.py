@@ -159,6 +159,12 @@ def _walk(obj: Any, path: str, snap: Snapshot, memo: set[int], depth: int, copy_
         for i, value in enumerate(obj):
             _walk(value, _join(path, str(i)), snap, memo, depth, copy_params)
         return
+    if isinstance(obj, torch.jit.ScriptModule):
+        # A scripted module keeps its state in C++ (its _parameters/_modules are views that are not
+        # dicts): its tensors are what Python can see change and put back.
+        for name, tensor in [*obj.named_parameters(), *obj.named_buffers()]:
+            _walk(tensor, _join(path, name), snap, memo, depth, copy_params)
+        return
     is_module = isinstance(obj, torch.nn.Module)
     if not is_module and depth >= MAX_DEPTH:
         return

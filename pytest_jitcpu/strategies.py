@@ -25,8 +25,10 @@ import torch
 from hypothesis import strategies as st
 
 from . import nested
+from .domain import Domain, by_roles
 from .inputs import Inputs, normalize
 from .settings import GENERATE_FORMS, UsageError
+from .variations import Variation
 
 ELEMENTWISE_MAX = 64  # integer tensors up to this many elements are drawn element by element
 BATCH_EXTRA = 2  # batch sizes 1 .. example + 2
@@ -158,8 +160,9 @@ def _spec(name: str, value: Any, positional_index: int | None, config: Any, firs
     )
 
 
-def plan_for(batch: Inputs, model: Any = None) -> Plan:
-    """The value domains and candidate axes of an example batch (before :func:`settle`)."""
+def plan_for(batch: Inputs, model: Any = None, domain: Domain | None = None) -> Plan:
+    """The value domains of an example batch and, per dim, the axis of ``domain`` it takes (before
+    :func:`settle`). ``domain`` defaults to :func:`pytest_jitcpu.domain.by_roles`."""
     config = model_config(model)
     if batch.is_dict:
         names = tuple(batch.kwargs)
@@ -174,45 +177,44 @@ def plan_for(batch: Inputs, model: Any = None) -> Plan:
         if spec.kind == "ids":
             first_int = False
         specs.append(spec)
-    return _with_axes(Plan(batch.is_dict, names, tuple(specs)), config)
+    plan = Plan(batch.is_dict, names, tuple(specs))
+    return _with_axes(plan, config, domain if domain is not None else by_roles(batch))
 
 
-def _with_axes(plan: Plan, config: Any) -> Plan:
-    """Candidate axes: dim 0 of all tensors when they share it (batch); other dims of size > 1 grouped by
-    size. A tensor kept as is (or a nested input) pins every dim it has; nested inputs pin everything."""
-    tensors = [s for s in plan.specs if s.kind != "fixed" and s.shape]
-    nested = any(
-        s.kind == "fixed" and not isinstance(s.example, torch.Tensor) and nested.has_tensor(s.example)
-        for s in plan.specs
-    )
-    if not tensors or nested:
-        return plan
+def _high(name: str, role: str, size: int, limit: int | None) -> int:
+    """The largest size generated for an axis: a few more rows or positions; twice an image's side or an
+    audio length."""
+    if role == "batch":
+        return size + BATCH_EXTRA
+    if role in ("height", "width", "time"):  # image sides and audio lengths vary most in deployment
+        return max(size + AXIS_EXTRA, 2 * size)
+    high = size + AXIS_EXTRA
+    if limit is not None and role == "sequence":
+        high = max(size, min(high, limit - 2))  # RoBERTa-style position offsets use 2 slots
+    return high
+
+
+def _with_axes(plan: Plan, config: Any, domain: Domain) -> Plan:
+    """Each spec's dims take the axis ``domain`` gives them; a dim outside the domain stays fixed. A tensor
+    kept as is (``fixed``) pins the sizes of its dims: an axis of one of those sizes does not vary."""
     pinned = {size for s in plan.specs if s.kind == "fixed" for size in s.shape}
     limit = _config_int(config, _POSITION_LIMITS) if config is not None else None
     axes: dict[str, Axis] = {}
-    batch_sizes = {s.shape[0] for s in tensors}
-    has_batch = len(batch_sizes) == 1 and not any(s.kind == "fixed" and s.shape for s in plan.specs)
-    if has_batch:
-        size = batch_sizes.pop()
-        axes["batch"] = Axis("batch", size, 1, size + BATCH_EXTRA)
     new_specs = []
-    for s in plan.specs:
-        if s.kind == "fixed" or not s.shape:
+    for i, s in enumerate(plan.specs):
+        key = s.name if plan.is_dict else i
+        given = domain.axes(key)
+        if s.kind == "fixed" or not s.shape or not given:
             new_specs.append(s)
             continue
         dims: list[str | None] = []
         for d, size in enumerate(s.shape):
-            if d == 0 and has_batch:
-                dims.append("batch")
-            elif d == 0 or size <= 1 or size in pinned:
-                dims.append(None)  # size-1 dims broadcast; pinned sizes belong to a fixed input
-            else:
-                name = f"size{size}"
-                high = size + AXIS_EXTRA
-                if limit is not None:
-                    high = max(size, min(high, limit - 2))  # RoBERTa-style position offsets use 2 slots
-                axes.setdefault(name, Axis(name, size, 1, high))
-                dims.append(name)
+            name = given.get(d)
+            if name is None or (size in pinned and not domain.declared):
+                dims.append(None)
+                continue
+            axes.setdefault(name, Axis(name, size, 1, _high(name, domain.role(name), size, limit)))
+            dims.append(name)
         new_specs.append(replace(s, axes=tuple(dims)))
     return replace(plan, specs=tuple(new_specs), axes=tuple(axes.values()))
 
@@ -230,6 +232,20 @@ def settle(plan: Plan, accepts: Callable[[Inputs], bool]) -> Plan:
         else:
             settled.append(replace(axis, low=axis.size, high=axis.size))
     return replace(plan, axes=tuple(settled))
+
+
+def resized(plan: Plan) -> list[Variation]:
+    """For each varying axis, the example's shape with that axis one larger and one smaller (values drawn
+    as :func:`settle` drew them, so eager's outputs are cached already): tried first, they show at once an
+    artifact or a trace that keeps a dim of the domain static."""
+    sizes = {a.name: a.size for a in plan.axes}
+    made = []
+    for axis in plan.varying:
+        for size in (axis.size + 1, axis.size - 1):
+            if axis.low <= size <= axis.high:
+                inputs = materialize(plan, {**sizes, axis.name: size}, _Fixed())
+                made.append(Variation("resized", f"{axis.name} {size} instead of {axis.size}", inputs))
+    return made
 
 
 def probe(plan: Plan, accepts: Callable[[Inputs], bool], n: int, seed: int = 0) -> int:
@@ -260,6 +276,11 @@ class _Fixed(_Draws):
 
     def integer(self, low: int, high: int) -> int:
         return self.rng.randint(low, high)
+
+
+def fixed_draws(seed: int = 0) -> _Draws:
+    """Values from a fixed RNG (as :func:`settle` and :func:`resized` draw them: eager's outputs are cached)."""
+    return _Fixed(seed)
 
 
 class _Drawn(_Draws):

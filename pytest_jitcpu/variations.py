@@ -26,6 +26,7 @@ from .inputs import Inputs
 
 # kind -> what it changes (the kinds are tried in the order :func:`variations` builds them).
 KINDS: dict[str, str] = {
+    "resized": "the example's shape with one dim of the input domain one larger or smaller (values generated)",
     "batch-1": "one row of the example (batch 1)",
     "more-rows": "more rows than the example (its rows repeated)",
     "permuted-rows": "the example's rows in another order",

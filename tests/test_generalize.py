@@ -178,7 +178,7 @@ def test_a_tracer_warning_raised_inside_torch_points_at_the_model_line() -> None
 def test_value_divergence_reports_the_diff_on_the_counterexample() -> None:
     rec = check(ShapeToInt(), ids_batch()).record("trace-dict")
     assert rec.status == "diverges"
-    assert re.fullmatch(r"input_ids=int64\[\d+, \d+\] \[\[[\d, ]+\]\]", rec.counterexample), rec.counterexample
+    assert re.fullmatch(r"input_ids=int64\[\d+, \d+\] \[\[[\d, \[\]]+\]\]", rec.counterexample), rec.counterexample
     assert rec.max_abs_diff is not None and rec.atol is not None and rec.max_abs_diff > rec.atol
     assert "max abs diff" in rec.reason
 
@@ -213,9 +213,17 @@ def test_generalizing_hf_models_stay_pass() -> None:
             # The variations of the example (rows, padding, values), then 10 generated inputs.
             g = rec.generalization
             assert g["verdict"] == "tested" and g["why_none"] is None, g
-            assert g["kinds"] == ["batch-1", "more-rows", "permuted-rows", "padding", "values", "generated"], g
+            assert g["kinds"] == [
+                "batch-1",
+                "more-rows",
+                "permuted-rows",
+                "padding",
+                "values",
+                "generated",
+                "resized",
+            ], g
             assert rec.examples == g["matched"] and rec.examples > 10, result.table()
-            assert any("batch 1..4" in note and "size8 1..12" in note for note in rec.notes), rec.notes
+            assert any("batch 1..4" in note and "seq 1..12" in note for note in rec.notes), rec.notes
     model, inputs = tm.tiny_distilbert()
     result = check(model, inputs)
     assert all(r.status == "pass" for r in result), result.table()
@@ -235,13 +243,30 @@ class SequenceConv(nn.Module):
 
 def test_inputs_eager_rejects_are_not_divergences() -> None:
     x = torch.randn(2, 4, 8, generator=torch.Generator().manual_seed(0))
-    result = check(SequenceConv(), (x,))
+    # A conv's [batch, channels, length]: its length is declared (the defaults take dim 1 of a 3-d float
+    # input as the sequence, which the conv rejects: its channels).
+    result = check(SequenceConv(), (x,), dynamic={0: {0: "batch", 2: "length"}})
     rec = result.record("trace-dict")
     assert rec.status == "pass", result.table()
     assert rec.examples is not None and rec.examples >= 1
     assert rec.generalization["rejected_by_eager"] >= 1  # the short ones
-    # Channels stay 4 (the conv rejects other counts); batch and length vary.
-    assert any("batch 1..4" in n and "size8 1..12" in n and "size4" not in n for n in rec.notes), rec.notes
+    # Channels stay 4 (not in the domain); batch and length vary.
+    assert any("batch 1..4" in n and "length 1..12" in n for n in rec.notes), rec.notes
+    assert rec.domain == {
+        "inputs": {"args[0]": {"0": "batch", "2": "length"}},
+        "ranges": {"batch": [1, 4], "length": [1, 12]},
+        "fixed": {},
+        "declared": True,
+    }
+
+
+def test_by_default_a_3d_float_input_varies_its_sequence_dim_not_its_features() -> None:
+    x = torch.randn(2, 4, 8, generator=torch.Generator().manual_seed(0))
+    rec = check(SequenceConv(), (x,)).record("trace-dict")
+    # Dim 1 is the sequence by role; the conv rejects other sizes of it, so only the batch varies.
+    assert rec.domain["inputs"] == {"args[0]": {"0": "batch", "1": "seq"}}
+    assert rec.domain["fixed"] == {"seq": 4} and rec.domain["ranges"] == {"batch": [1, 4]}
+    assert rec.status == "pass" and rec.generalization["verdict"] == "tested", rec.generalization
 
 
 def test_a_fixed_feature_size_stays_fixed() -> None:
@@ -277,10 +302,10 @@ def test_plan_for_an_hf_batch() -> None:
     ids, mask = plan.specs
     assert (ids.kind, ids.low, ids.high) == ("ids", 0, tm.VOCAB - 1)  # the whole vocabulary
     assert (mask.kind, mask.padding) == ("mask", "right")
-    assert [(a.name, a.low, a.high) for a in plan.axes] == [("batch", 1, 4), ("size8", 1, 12)]
+    assert [(a.name, a.low, a.high) for a in plan.axes] == [("batch", 1, 4), ("seq", 1, 12)]
     model.config.n_positions = 10
     capped = strategies.plan_for(batch, model)
-    assert dict((a.name, a.high) for a in capped.axes)["size8"] <= 10
+    assert dict((a.name, a.high) for a in capped.axes)["seq"] <= 10
 
 
 LEFT_PADDED = {
@@ -296,7 +321,8 @@ LEFT_PADDED = {
 def test_generated_inputs_keep_the_example_domains(inputs: Any) -> None:
     kw = inputs.kwargs
     shape = kw["input_ids"].shape
-    assert all(kw[name].shape == shape for name in ("attention_mask", "token_type_ids", "pixel_scale"))
+    assert all(kw[name].shape == shape for name in ("attention_mask", "token_type_ids"))
+    assert kw["pixel_scale"].shape == (shape[0], 4)  # a [batch, features] float: its features stay fixed
     assert 1 <= shape[0] <= 4 and 1 <= shape[1] <= 8
     assert kw["input_ids"].dtype == torch.int64 and 0 <= int(kw["input_ids"].min()) <= int(kw["input_ids"].max()) <= 8
     mask = kw["attention_mask"]
@@ -425,7 +451,11 @@ def test_export_is_searched_too_and_compile_says_why_it_is_not() -> None:
     result = check(ShapeToInt(), ids_batch(), modes=["eager", "export"])
     rec = result.record("export")
     assert rec.status == "diverges", result.table()
-    assert rec.reason.startswith("exported program failed on a generated input that eager accepts")
+    # Shrunk to batch 1 and length 1, the sequence alone is named: batch 1 alone held.
+    assert rec.reason.startswith("diverges on sequence length 1 (the example's 6): it raises; batch holds ("), (
+        rec.reason
+    )
+    assert "exported program failed on a generated input that eager accepts" in rec.reason
     assert rec.counterexample
     bert, inputs = tm.tiny_bert()
     assert check(bert, inputs, modes=["eager", "export"]).status("export") == "pass"

@@ -3,6 +3,7 @@ its record's reason ends with the fix, and where the fix is cheap to apply, appl
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 
 import pytest
@@ -83,6 +84,28 @@ def data_dependent_branch_trace() -> None:
     assert rec.reason.endswith(hints.FIX + fix("data-dependent-branch-trace")), rec.reason
 
 
+class BatchBakedIn(nn.Module):
+    """``torch.zeros(int(x.shape[0]), 3)``: the trace keeps the example's batch size in its output shape."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.zeros(int(x.shape[0]), 3) + x.sum()
+
+
+def shape_divergence() -> None:
+    rec = check(BatchBakedIn(), {"x": tm.features()}, "trace-dict", examples=5).record("trace-dict")
+    assert rec.status == "diverges", rec.reason
+    assert re.match(r"diverges on batch \d \(the example's 2\): it differs\. ", rec.reason), rec.reason
+    assert "torch.cond" not in rec.reason  # a shape, not a branch on a value
+    assert rec.reason.endswith(
+        "; fix: the program baked a size of batch in; deploy with the export or onnx modes, which keep the input "
+        "domain's dims dynamic, or, if the model only ever sees this size, narrow the input domain: "
+        "dynamic={'x': None}"
+    ), rec.reason
+    narrowed = FAST.updated(modes=["eager", "trace-dict"], examples=5, dynamic={"x": None})
+    fixed = engine.check(BatchBakedIn().eval(), {"x": tm.features()}, settings=narrowed).record("trace-dict")
+    assert fixed.status == "pass" and fixed.generalization["verdict"] == "tested", fixed.generalization
+
+
 def torchscript_only() -> None:
     result = check(TensorAndNone(), {"x": tm.features()}, "trace-tuple", "export")
     assert result.status("export") == "pass"
@@ -102,6 +125,7 @@ REPRODUCERS: dict[str, Callable[[], None]] = {
     "data-dependent-branch-export": data_dependent_branch_export,
     "data-dependent-branch-trace": data_dependent_branch_trace,
     "torchscript-only": torchscript_only,
+    "shape-divergence": shape_divergence,
 }
 
 

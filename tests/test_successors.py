@@ -108,7 +108,9 @@ def test_compile_runs_through_a_graph_break_and_notes_it() -> None:
 
 def test_export_specializes_a_dim_the_model_fixes_and_says_so() -> None:
     built = export.build(FixedBatch(), normalize((tm.features(),)), "fp32")
-    assert built.notes == ["export: batch specialized to 2"]
+    assert built.notes == [
+        "export: batch static at 2 (the export specialized it: other sizes of the domain will not run)"
+    ]
     x = tm.features(seed=1)
     assert torch.equal(built.run(normalize((x,))), x + FixedBatch().offset)
 
@@ -141,7 +143,9 @@ def test_export_bf16_runs_under_autocast() -> None:
     ("inputs", "expected"),
     [
         (tm.text_batch(), {"input_ids": {0: "batch", 1: "seq"}, "attention_mask": {0: "batch", 1: "seq"}}),
-        ({"pixel_values": torch.zeros(2, 3, 8, 8)}, {"pixel_values": {0: "batch"}}),
+        ({"pixel_values": torch.zeros(2, 3, 8, 8)}, {"pixel_values": {0: "batch", 2: "height", 3: "width"}}),
+        ({"input_values": torch.zeros(2, 50)}, {"input_values": {0: "batch", 1: "time"}}),  # audio
+        ({"hidden": torch.zeros(2, 5, 4)}, {"hidden": {0: "batch", 1: "seq"}}),  # [batch, seq, features]
         ((torch.zeros(3, 5, dtype=torch.long), torch.zeros(3, 4)), {0: {0: "batch", 1: "seq"}, 1: {0: "batch"}}),
         ({"input_ids": torch.zeros(1, 1, dtype=torch.long)}, {}),  # sizes 0/1 are specialized by export
         ({"a": torch.zeros(2, 4), "b": torch.zeros(3, 4)}, {}),  # no shared batch size
@@ -151,7 +155,17 @@ def test_export_bf16_runs_under_autocast() -> None:
         ),
         ({"x": torch.zeros(2, 4), "flag": True, "none": None}, {"x": {0: "batch"}}),
     ],
-    ids=["ids-mask", "pixels", "tuple", "size-one", "no-shared-batch", "two-seq-lengths", "non-tensors"],
+    ids=[
+        "ids-mask",
+        "pixels",
+        "audio",
+        "float-sequence",
+        "tuple",
+        "size-one",
+        "no-shared-batch",
+        "two-seq-lengths",
+        "non-tensors",
+    ],
 )
 def test_dynamic_dims(inputs: Any, expected: dict[Any, dict[int, str]]) -> None:
     assert export.dynamic_dims(normalize(inputs)) == expected

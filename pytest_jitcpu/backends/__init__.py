@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 from .table import backend
 
 if TYPE_CHECKING:
+    from ..domain import Domain
     from ..inputs import Inputs
     from .base import Built
 
@@ -25,10 +26,13 @@ def builder(mode: str) -> Any:
     return getattr(importlib.import_module(f"{__name__}.{row.module}"), row.builder)
 
 
-def build(mode: str, model: Any, inputs: Inputs, dtype: str) -> Built:
-    """Prepare ``model`` for ``mode`` in ``dtype``; raises Fallback or Unavailable with the reason."""
+def build(mode: str, model: Any, inputs: Inputs, dtype: str, domain: Domain | None = None) -> Built:
+    """Prepare ``model`` for ``mode`` in ``dtype``; raises Fallback or Unavailable with the reason.
+
+    ``domain``: the check's input domain, given to the builders whose row says ``dynamic`` (None: they
+    derive the defaults by role from ``inputs``)."""
     make = builder(mode)
     start = time.perf_counter()
-    built = make(model, inputs, dtype)
+    built = make(model, inputs, dtype, domain=domain) if backend(mode).dynamic else make(model, inputs, dtype)
     built.build_ms = (time.perf_counter() - start) * 1000
     return built

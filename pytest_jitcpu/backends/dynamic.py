@@ -1,6 +1,7 @@
-"""Dynamic batch/sequence dims for ``torch.export``, shared by the backends that export (``export``,
-``onnx``): which dims to make dynamic, the export itself with a static retry, and the note saying what
-stayed dynamic and what was specialized. Not a backend: it has no row in the table.
+"""The input domain's dims as ``torch.export`` dynamic shapes, shared by the backends that export
+(``export``, ``onnx``, ``aoti``): which dims to make dynamic (:class:`pytest_jitcpu.domain.Domain`), the
+export itself with a static retry, and the note saying what stayed dynamic and what was specialized (the
+artifact's shape contract). Not a backend: it has no row in the table.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from typing import Any
 import torch
 
 from .. import nested
+from ..domain import Domain, by_roles
 from ..inputs import Inputs
 from .base import reason
 
@@ -24,28 +26,22 @@ def _tensors(inputs: Inputs) -> list[tuple[Any, torch.Tensor]]:
     return [(i, v) for i, v in enumerate(inputs.args) if isinstance(v, torch.Tensor)]
 
 
-def dynamic_dims(inputs: Inputs) -> dict[Any, dict[int, str]]:
-    """Which dims to export as dynamic: axis 0 ("batch") when every tensor input shares its size, and
-    axis 1 ("seq") of the integer tensors (ids, masks), one name per length. Only sizes > 1: torch.export
+def dynamic_dims(inputs: Inputs, domain: Domain | None = None) -> dict[Any, dict[int, str]]:
+    """Which dims to export as dynamic: the varying dims of the check's input domain (the defaults by
+    role when none is given: batch, sequence, audio length, image size). Only sizes > 1: torch.export
     specializes sizes 0 and 1. Returns {input key: {axis: name}}; keys without dynamic dims are left out."""
-    tensors = [(k, t) for k, t in _tensors(inputs) if t.dim() >= 1]
+    wanted = (domain if domain is not None else by_roles(inputs)).dynamic_dims()
+    values = dict(_tensors(inputs))
     dims: dict[Any, dict[int, str]] = {}
-    batch_sizes = {t.shape[0] for _, t in tensors}
-    if len(batch_sizes) == 1 and next(iter(batch_sizes)) > 1:
-        for key, _ in tensors:
-            dims.setdefault(key, {})[0] = "batch"
-    ids = [(k, t) for k, t in tensors if t.dim() >= 2 and not t.is_floating_point() and not t.is_complex()]
-    # One name per length: ids and mask share "seq"; an encoder-decoder's decoder_input_ids of another
-    # length gets its own ("seq of decoder_input_ids"). Dim.AUTO lets export relate or specialize them.
-    names: dict[int, str] = {}
-    for key, t in ids:
-        if t.shape[1] > 1:
-            name = names.setdefault(int(t.shape[1]), "seq" if not names else f"seq of {key}")
-            dims.setdefault(key, {})[1] = name
+    for key, axes in wanted.items():
+        t = values.get(key)
+        for axis, name in axes.items():
+            if t is not None and t.dim() > axis and t.shape[axis] > 1:
+                dims.setdefault(key, {})[axis] = name
     return dims
 
 
-def _shapes_arg(inputs: Inputs, dims: dict[Any, dict[int, str]]) -> Any:
+def shapes_arg(inputs: Inputs, dims: dict[Any, dict[int, str]]) -> Any:
     """dynamic_shapes in the structure torch.export wants (a dict for kwargs, a tuple for args), with
     Dim.AUTO: export keeps a dim dynamic where the model allows it and specializes it where it must
     (e.g. a fixed image size) instead of failing; its range (e.g. seq <= 512) comes from the model."""
@@ -74,15 +70,17 @@ def _export(model: torch.nn.Module, inputs: Inputs, dynamic_shapes: Any) -> Any:
         return export(model, args=tuple(args), kwargs=dict(kwargs), dynamic_shapes=dynamic_shapes)
 
 
-def export_program(model: torch.nn.Module, inputs: Inputs, notes: list[str], label: str = "export") -> Any:
-    """torch.export with dynamic batch/sequence; on a constraint violation export static and say so in
-    ``notes`` (each note starts with ``label``, the mode that exported)."""
-    dims = dynamic_dims(inputs)
+def export_program(
+    model: torch.nn.Module, inputs: Inputs, notes: list[str], label: str = "export", domain: Domain | None = None
+) -> Any:
+    """torch.export with the input domain's varying dims dynamic; on a constraint violation export static
+    and say so in ``notes`` (each note starts with ``label``, the mode that exported)."""
+    dims = dynamic_dims(inputs, domain)
     if not dims:
-        notes.append(f"{label}: no batch/sequence dim of size > 1 shared by the inputs; exported with static shapes")
+        notes.append(f"{label}: no dim of the input domain varies with a size > 1; exported with static shapes")
         return _export(model, inputs, None)
     try:
-        exported = _export(model, inputs, _shapes_arg(inputs, dims))
+        exported = _export(model, inputs, shapes_arg(inputs, dims))
     except Exception as exc:  # noqa: BLE001 - retried static; a model that cannot export at all fails there
         # A constraint violation, or a spec torch rejects for an unusual forward() (e.g. **kwargs): a static
         # export may still work. If it fails too, its error is the model's real problem.
@@ -124,7 +122,12 @@ def _dynamism(exported: Any, inputs: Inputs, dims: dict[Any, dict[int, str]], la
             else:
                 static.setdefault(name, int(size.node.expr) if isinstance(size, torch.SymInt) else int(size))
     parts = ["dynamic " + ", ".join(f"{name}{rng}" for name, rng in dynamic.items())] if dynamic else []
-    parts += [f"{name} specialized to {size}" for name, size in static.items() if name not in dynamic]
+    # The artifact's shape contract is narrower than the domain here: the search tries those sizes.
+    parts += [
+        f"{name} static at {size} (the export specialized it: other sizes of the domain will not run)"
+        for name, size in static.items()
+        if name not in dynamic
+    ]
     if not any("batch" in axes.values() for axes in dims.values()):
         parts.append("batch static (the inputs share no batch size > 1)")
     return f"{label}: " + "; ".join(parts) if parts else f"{label}: static shapes"

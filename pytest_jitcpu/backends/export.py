@@ -9,6 +9,7 @@ from typing import Any
 
 import torch
 
+from ..domain import Domain
 from ..inputs import Inputs
 from .base import Built, Fallback, captured_warnings, from_user_code, precision, quiet_torch_logs, reason
 from .dynamic import dynamic_dims, export_program
@@ -16,13 +17,13 @@ from .dynamic import dynamic_dims, export_program
 __all__ = ["build", "dynamic_dims"]
 
 
-def build(model: torch.nn.Module, inputs: Inputs, dtype: str) -> Built:
-    """torch.export.export (under autocast for bf16) with dynamic batch/sequence dims; run ``module()``."""
+def build(model: torch.nn.Module, inputs: Inputs, dtype: str, domain: Domain | None = None) -> Built:
+    """torch.export.export (under autocast for bf16) with the input domain's dims dynamic; run ``module()``."""
     seen: list[str] = []
     notes: list[str] = []
     try:
         with torch.no_grad(), precision(dtype), captured_warnings(seen, from_user_code), quiet_torch_logs():
-            exported = export_program(model, inputs.clone(), notes)
+            exported = export_program(model, inputs.clone(), notes, domain=domain)
             module = exported.module()
     except Exception as exc:  # noqa: BLE001 - any export failure is a fallback with its reason
         raise Fallback(reason(exc), seen) from None

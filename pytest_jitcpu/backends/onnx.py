@@ -28,6 +28,7 @@ from unittest import mock
 import torch
 
 from .. import nested
+from ..domain import Domain
 from ..inputs import Inputs
 from .base import (
     Built,
@@ -40,7 +41,7 @@ from .base import (
     reason,
     require,
 )
-from .dynamic import export_program, input_names
+from .dynamic import dynamic_dims, export_program, input_names, shapes_arg
 from .table import backend
 
 # What torch.onnx.export(dynamo=True) and the runtime need, by import name.
@@ -184,8 +185,26 @@ def _array(value: Any) -> Any:
     return value.detach().contiguous().numpy() if isinstance(value, torch.Tensor) else value
 
 
-def build(model: torch.nn.Module, inputs: Inputs, dtype: str) -> Built:
-    """Export (dynamic batch/sequence), convert to ONNX, load in ONNX Runtime's CPU provider."""
+def _direct(model: torch.nn.Module, inputs: Inputs, domain: Domain | None, notes: list[str], first: str) -> Any:
+    """torch.onnx.export on the model itself: its own capture strategies (non-strict export, then draft
+    export) take models torch.export refuses, e.g. a ``float(x.max().item())`` (a data-dependent guard)."""
+    args = tuple(inputs.args) if inputs.args is not None else ()
+    kwargs = dict(inputs.kwargs) if inputs.kwargs is not None else {}
+    dims = dynamic_dims(inputs, domain)
+    shapes = shapes_arg(inputs, dims) if dims else None
+    with _shared_registry():
+        program = torch.onnx.export(
+            model, args, kwargs=kwargs, dynamic_shapes=shapes, dynamo=True, verbose=False, optimize=True
+        )
+    notes.append(
+        f"onnx: torch.export refused the model ({first}); torch.onnx.export captured it with its own strategies"
+        + (f", {', '.join(dict.fromkeys(n for a in dims.values() for n in a.values()))} dynamic" if dims else "")
+    )
+    return program
+
+
+def build(model: torch.nn.Module, inputs: Inputs, dtype: str, domain: Domain | None = None) -> Built:
+    """Export (the input domain's dims dynamic), convert to ONNX, load in ONNX Runtime's CPU provider."""
     require(dtype, unavailable_reason, bf16_unsupported)
     seen: list[str] = []
     notes: list[str] = []
@@ -199,8 +218,17 @@ def build(model: torch.nn.Module, inputs: Inputs, dtype: str) -> Built:
             quiet_torch_logs(),
             _quiet_output(),
         ):
-            exported = export_program(model, inputs.clone(), notes, "onnx")
-            program = _convert(exported)
+            try:
+                exported = export_program(model, inputs.clone(), notes, "onnx", domain)
+                program = _convert(exported)
+            except Exception as exc:  # noqa: BLE001 - retried through torch.onnx.export's own strategies
+                first = exporter_reason(exc)
+                program = _direct(model, inputs.clone(), domain, notes, first)
+                exported = program.exported_program
+                if exported is None:
+                    raise Fallback(f"{first}; torch.onnx.export kept no exported program", seen) from None
+    except Fallback:
+        raise
     except Exception as exc:  # noqa: BLE001 - any export failure is a fallback with the exporter's reason
         raise Fallback(exporter_reason(exc), seen) from None
     proto = program.model_proto

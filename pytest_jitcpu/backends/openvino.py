@@ -24,6 +24,7 @@ from typing import Any
 import torch
 
 from .. import environment, nested
+from ..domain import Domain
 from ..inputs import Inputs, forward_parameters
 from .base import (
     FORK_UNSAFE_POOLS,
@@ -117,14 +118,18 @@ def _array(value: Any) -> Any:
     return value.detach().contiguous().numpy() if isinstance(value, torch.Tensor) else value
 
 
-def _static_dims(converted: Any) -> str:
+def _static_dims(converted: Any, domain: Domain | None) -> str:
     fixed = []
     for port in converted.inputs:
         shape = port.get_partial_shape()
         dims = [f"{i}={d.get_length()}" for i, d in enumerate(shape) if d.is_static] if shape.rank.is_static else []
         if dims:
             fixed.append(f"{port.get_any_name()}[{', '.join(dims)}]")
-    return "openvino: static input dims " + "; ".join(fixed) if fixed else "openvino: every input dim dynamic"
+    if not fixed:
+        return "openvino: every input dim dynamic (covers the input domain)"
+    # Ports are named by graph id, not by input: which domain dim a static one is cannot be told reliably.
+    varying = f"; the input domain varies {', '.join(domain.varying)}" if domain is not None and domain.varying else ""
+    return "openvino: static input dims " + "; ".join(fixed) + varying
 
 
 def _feeder(model: torch.nn.Module, compiled: Any, inputs: Inputs) -> Any:
@@ -151,8 +156,10 @@ def _feeder(model: torch.nn.Module, compiled: Any, inputs: Inputs) -> Any:
     return feed
 
 
-def build(model: torch.nn.Module, inputs: Inputs, dtype: str) -> Built:
-    """convert_model with the example inputs, compiled for CPU in the dtype's precision."""
+def build(model: torch.nn.Module, inputs: Inputs, dtype: str, domain: Domain | None = None) -> Built:
+    """convert_model with the example inputs, compiled for CPU in the dtype's precision. Every input dim
+    is left dynamic, which covers any input domain; the note names the dims the converted model fixes
+    anyway and, when they belong to the ``domain``, that its shape contract is narrower than the domain."""
     require(dtype, unavailable_reason, bf16_unsupported)
     import openvino as ov
 
@@ -169,7 +176,7 @@ def build(model: torch.nn.Module, inputs: Inputs, dtype: str) -> Built:
             converted = ov.convert_model(model, example_input=_example(inputs.clone()))
     except Exception as exc:  # noqa: BLE001 - any conversion failure is a fallback with its reason
         raise Fallback(conversion_reason(exc), seen) from None
-    notes.append(_static_dims(converted))
+    notes.append(_static_dims(converted, domain))
     threads = torch.get_num_threads()
     config = {"INFERENCE_PRECISION_HINT": HINTS[dtype], "INFERENCE_NUM_THREADS": threads}
     FORK_UNSAFE_POOLS.add("OpenVINO")  # compiling starts its thread pool (isolation.py stops forking)

@@ -28,6 +28,9 @@ class Backend:
     # runtime in a process that can import neither torch nor transformers), or None (nothing to save).
     round_trip: str | None = None
     searched: bool = False  # the divergence search runs on it (it can bake a branch or a shape in)
+    # Its builder takes the check's input domain (``domain=``) and declares its varying dims dynamic in
+    # the artifact (torch.export's dynamic_shapes, OpenVINO's partial shapes).
+    dynamic: bool = False
     not_searched: str | None = None  # why not, when that is worth a note on the record
     auto: bool = False  # `jitcpu run --mode auto` tries it by default
     not_in_auto: str | None = None  # why auto leaves it out unless --candidates names it
@@ -102,9 +105,10 @@ BACKENDS: tuple[Backend, ...] = (
         "export",
         "export",
         "build",
-        "`torch.export.export` with dynamic batch/sequence dims",
+        "`torch.export.export` with the input domain's dims dynamic (batch, sequence, audio length, image size)",
         cli_names=("export",),
         searched=True,
+        dynamic=True,
         program="exported program",
         # its module runs the same ATen kernels as eager through an FX graph: measured 0.96-0.99x eager
         not_in_auto="runs the same kernels as eager, no speed to gain",
@@ -123,11 +127,12 @@ BACKENDS: tuple[Backend, ...] = (
         "onnx",
         "onnx",
         "build",
-        "`torch.onnx.export(dynamo=True)` with dynamic batch/sequence dims, run in ONNX Runtime's CPU provider "
+        "`torch.onnx.export(dynamo=True)` with the input domain's dims dynamic, run in ONNX Runtime's CPU provider "
         "(fp32; bf16 is `unavailable`: no bf16 Gemm in ONNX Runtime's CPU provider)",
         cli_names=("onnx",),
         round_trip="onnx",
         searched=True,
+        dynamic=True,
         package="onnxruntime",
         import_name="onnxruntime",
         version_key="onnxruntime",
@@ -145,6 +150,7 @@ BACKENDS: tuple[Backend, ...] = (
         cli_names=("openvino",),
         round_trip="openvino",
         searched=True,
+        dynamic=True,
         package="openvino",
         import_name="openvino",
         version_key="openvino",
@@ -169,6 +175,7 @@ DEFAULT_MODES: tuple[str, ...] = tuple(b.name for b in BACKENDS if b.default)
 TRACE_MODES: tuple[str, ...] = tuple(b.name for b in BACKENDS if b.trace)
 ROUND_TRIP_MODES: tuple[str, ...] = tuple(b.name for b in BACKENDS if b.round_trip)
 SEARCHED_MODES: tuple[str, ...] = tuple(b.name for b in BACKENDS if b.searched)
+DYNAMIC_MODES: tuple[str, ...] = tuple(b.name for b in BACKENDS if b.dynamic)
 # `jitcpu run --mode` names -> engine modes (`trace` is the Trainer's jit_mode_eval: dict inputs).
 CLI_NAMES: dict[str, str] = {cli: b.name for b in BACKENDS for cli in b.cli_names}
 AUTO_CANDIDATES: tuple[str, ...] = tuple(b.display for b in BACKENDS if b.auto)
