@@ -27,8 +27,20 @@ def builder(mode: str) -> Any:
 
 def build(mode: str, model: Any, inputs: Inputs, dtype: str) -> Built:
     """Prepare ``model`` for ``mode`` in ``dtype``; raises Fallback or Unavailable with the reason."""
+    from .base import FORK_UNSAFE_POOLS, Unavailable  # here: listing modes must not import torch
+
     make = builder(mode)
+    pool = backend(mode).fork_unsafe_pool
     start = time.perf_counter()
-    built = make(model, inputs, dtype)
+    try:
+        built = make(model, inputs, dtype)
+    except Unavailable:
+        raise  # it never got as far as starting anything
+    except BaseException:
+        if pool:  # a build that failed half-way may have started the pool already
+            FORK_UNSAFE_POOLS.add(pool)
+        raise
+    if pool:
+        FORK_UNSAFE_POOLS.add(pool)
     built.build_ms = (time.perf_counter() - start) * 1000
     return built

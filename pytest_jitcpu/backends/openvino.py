@@ -26,7 +26,6 @@ import torch
 from .. import environment, nested
 from ..inputs import Inputs, forward_parameters
 from .base import (
-    FORK_UNSAFE_POOLS,
     Built,
     Fallback,
     Portable,
@@ -172,7 +171,6 @@ def build(model: torch.nn.Module, inputs: Inputs, dtype: str) -> Built:
     notes.append(_static_dims(converted))
     threads = torch.get_num_threads()
     config = {"INFERENCE_PRECISION_HINT": HINTS[dtype], "INFERENCE_NUM_THREADS": threads}
-    FORK_UNSAFE_POOLS.add("OpenVINO")  # compiling starts its thread pool (isolation.py stops forking)
     try:
         compiled = ov.Core().compile_model(converted, "CPU", config)
     except Exception as exc:  # noqa: BLE001
