@@ -12,6 +12,8 @@ import os
 import sys
 from collections.abc import Callable, Sequence
 
+from .reports import writers
+
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
 RUN_EXAMPLE = """examples:
@@ -95,7 +97,9 @@ def build_parser() -> argparse.ArgumentParser:
         description="Check MODEL in every mode and dtype on one batch (built-in sentences, or --input rows).",
     )
     _model_args(check)
-    check.add_argument("--report", action="append", default=[], metavar="PATH", help="write .json or .md (repeatable)")
+    check.add_argument(
+        "--report", action="append", default=[], metavar="PATH", help=f"write {writers.HELP} (repeatable)"
+    )
     check.add_argument(
         "--input", default=None, metavar="FILE", help="take the batch from these rows (default: built-in)"
     )
@@ -317,7 +321,7 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _check(args: argparse.Namespace) -> int:
-    from .report import path_problem
+    from .reports.writers import path_problem
     from .settings import parse_tolerance
 
     for path in args.report:  # as the plugin's --jitcpu-report: refused before the model loads

@@ -17,7 +17,7 @@ from torch import nn
 
 from pytest_jitcpu import engine, options, serialize
 from pytest_jitcpu.record import Record
-from pytest_jitcpu.report import markdown
+from pytest_jitcpu.reports.markdown import markdown
 from pytest_jitcpu.settings import Settings
 
 TRACES = ("trace-dict", "trace-tuple")

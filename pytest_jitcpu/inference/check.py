@@ -7,9 +7,11 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from .. import isolation, report
+from .. import isolation
 from ..environment import environment
 from ..record import CheckResult, Record
+from ..reports import model as report_model
+from ..reports import writers
 from ..settings import MODES, Settings, UsageError
 from . import batching, models, rows, tasks
 
@@ -90,7 +92,7 @@ def check_model(
         log(line)
     env = environment()
     for path in report_paths:
-        written = report.write(path, result.records, env, extra={"model": str(loaded.path), "task": loaded.task})
+        written = writers.write(path, result.records, env, extra={"model": str(loaded.path), "task": loaded.task})
         log(f"jitcpu check: wrote {written}")
     return result
 
@@ -124,8 +126,8 @@ def table(records: Sequence[Record]) -> list[str]:
     widths = [max(len(row[i]) for row in lines) for i in range(len(header) - 1)]
     out = ["  ".join(row[i].ljust(widths[i]) for i in range(len(widths))) + "  " + row[-1] for row in lines]
     failing = [r for r in records if r.failed]
-    counts = report.summary(records)
-    out.append(", ".join(report.counts_text(counts)) + f" ({len(records)} checks)")
+    counts = report_model.summary(records)
+    out.append(", ".join(report_model.counts_text(counts)) + f" ({len(records)} checks)")
     if failing:
         out.append(f"{len(failing)} check(s) failed: " + ", ".join(f"{r.mode}/{r.dtype} {r.status}" for r in failing))
     return [line.rstrip() for line in out]

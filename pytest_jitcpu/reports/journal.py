@@ -23,7 +23,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import IO
 
-from .record import Record
+from ..record import Record
+from .writers import journal_next_to
 
 OVERHEAD = 0.05  # at most this share of the run's time goes to rewriting reports mid-run ...
 ALLOWANCE_S = 1.0  # ... beyond this much: a small suite's reports are rewritten after every test
@@ -51,7 +52,7 @@ class Journal:
 
     def __init__(self, report_paths: list[str], write_partial: Callable[[list[Record]], float]) -> None:
         # One journal a session, next to the first JSON report (else the first report).
-        first = next((p for p in report_paths if p.endswith(".json")), report_paths[0] if report_paths else None)
+        first = journal_next_to(report_paths)
         self.paths = [journal_path(first)] if first else []
         self.write_partial = write_partial
         self.files: list[IO[str]] = []
