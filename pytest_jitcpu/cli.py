@@ -12,6 +12,7 @@ import os
 import sys
 from collections.abc import Callable, Sequence
 
+from .inference.task_table import DEFAULT_TASK, TASKS
 from .reports import writers
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
@@ -62,8 +63,8 @@ def _model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--task",
         default=None,
-        help="feature-extraction, text-classification, token-classification or question-answering "
-        "(default: from the folder's config.architectures; feature-extraction for a bare encoder)",
+        help=f"{', '.join(TASKS[:-1])} or {TASKS[-1]} "
+        f"(default: from the folder's config.architectures; {DEFAULT_TASK} for a bare encoder)",
     )
     p.add_argument(
         "--max-seq-length",

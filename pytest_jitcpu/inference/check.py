@@ -13,30 +13,13 @@ from ..record import CheckResult, Record
 from ..reports import model as report_model
 from ..reports import writers
 from ..settings import MODES, Settings, UsageError
-from . import batching, models, rows, tasks
-
-SAMPLE_TEXTS = (
-    "The quick brown fox jumps over the lazy dog.",
-    "Tracing freezes Python control flow into the graph.",
-    "A short one.",
-    "CPU inference with TorchScript, IPEX, torch.export and torch.compile, checked against eager before it is "
-    "trusted with real traffic from many users in several languages.",
-    "Hello world",
-    "Sentence embeddings are compared with cosine similarity.",
-    "Padding and attention masks must not change the result of a row.",
-    "Paris is the capital of France.",
-)
-SAMPLE_QA = (
-    {"question": "What is the capital of France?", "context": "Paris is the capital and largest city of France."},
-    {"question": "What does tracing freeze?", "context": "Tracing freezes Python control flow into the graph."},
-    {"question": "Who jumps?", "context": "The quick brown fox jumps over the lazy dog while the cat sleeps."},
-)
+from . import batching, models, rows, task_table, tasks
 
 
 def sample_rows(task: str, input: str | Path | None, input_format: str | None, count: int) -> list[rows.Row]:
     """The first ``count`` usable rows of ``input``, or the built-in samples."""
     if input is None:
-        items: Sequence[Any] = SAMPLE_QA if task == "question-answering" else SAMPLE_TEXTS
+        items: Sequence[Any] = task_table.task_row(task).samples
         return [r for r in rows.from_iterable(list(items)[:count], task)]
     picked: list[rows.Row] = []
     for row in rows.read_file(input, task, input_format):
