@@ -18,13 +18,14 @@ if TYPE_CHECKING:  # for type checkers and editors; at run time these come from 
     from .api import check
     from .compare import Tolerance, compare
     from .record import CheckResult, Record
-    from .settings import DTYPES, MODES, STATUSES, Settings, UsageError
+    from .settings import DTYPES, MODES, Settings, UsageError
+    from .statuses import STATUSES
 
 # public name -> the module that defines it (one table; __all__ and __getattr__ derive from it)
 _EXPORTS: dict[str, str] = {
     "DTYPES": "settings",
     "MODES": "settings",
-    "STATUSES": "settings",
+    "STATUSES": "statuses",
     "CheckResult": "record",
     "Record": "record",
     "Settings": "settings",

@@ -12,6 +12,9 @@ import os
 import sys
 from collections.abc import Callable, Sequence
 
+from .inference.task_table import DEFAULT_TASK, TASKS
+from .reports import writers
+
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
 RUN_EXAMPLE = """examples:
@@ -60,8 +63,8 @@ def _model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--task",
         default=None,
-        help="feature-extraction, text-classification, token-classification or question-answering "
-        "(default: from the folder's config.architectures; feature-extraction for a bare encoder)",
+        help=f"{', '.join(TASKS[:-1])} or {TASKS[-1]} "
+        f"(default: from the folder's config.architectures; {DEFAULT_TASK} for a bare encoder)",
     )
     p.add_argument(
         "--max-seq-length",
@@ -95,7 +98,9 @@ def build_parser() -> argparse.ArgumentParser:
         description="Check MODEL in every mode and dtype on one batch (built-in sentences, or --input rows).",
     )
     _model_args(check)
-    check.add_argument("--report", action="append", default=[], metavar="PATH", help="write .json or .md (repeatable)")
+    check.add_argument(
+        "--report", action="append", default=[], metavar="PATH", help=f"write {writers.HELP} (repeatable)"
+    )
     check.add_argument(
         "--input", default=None, metavar="FILE", help="take the batch from these rows (default: built-in)"
     )
@@ -317,7 +322,7 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _check(args: argparse.Namespace) -> int:
-    from .report import path_problem
+    from .reports.writers import path_problem
     from .settings import parse_tolerance
 
     for path in args.report:  # as the plugin's --jitcpu-report: refused before the model loads

@@ -12,11 +12,9 @@ import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
-from .backends.table import TRACE_MODES
+from .backends.table import TORCHSCRIPT_MODES
 from .record import Record
 
-# Modes whose failure is TorchScript's alone: a torch.export-based mode may still take the model.
-TORCHSCRIPT_MODES = (*TRACE_MODES, "ipex")
 SUCCESSORS = ("export", "onnx")
 FIX = "; fix: "
 

@@ -40,7 +40,7 @@ import torch
 
 from . import engine, replay, serialize, strategies
 from .backends.base import FORK_UNSAFE_POOLS
-from .backends.table import ROUND_TRIP_MODES, backend
+from .backends.table import FORK_UNSAFE_MODES, ROUND_TRIP_MODES, backend
 from .context import DECIDING, Watch
 from .inputs import Inputs, normalize
 from .record import CheckResult, Record
@@ -49,8 +49,9 @@ from .settings import Settings
 # Every mode runs in the child (tests/test_isolation.py and tests/ipex crash each one there). ONNX
 # Runtime and OpenVINO work in a child as long as the parent never ran an OpenVINO model: its thread
 # pool does not survive a fork, and a child forked after it deadlocked (measured, even in pure-Python
-# code), so the warm-up skips openvino and a process that ran one stops forking (base.FORK_UNSAFE_POOLS).
-NOT_WARMED = frozenset({"openvino"})
+# code), so the warm-up skips the modes whose row names a fork-unsafe pool and a process that ran one
+# stops forking (base.FORK_UNSAFE_POOLS).
+NOT_WARMED = FORK_UNSAFE_MODES
 _HEADER = struct.Struct("!Q")
 _POLL_S = 0.2
 # Frames in these are not where a model crashed (faulthandler lists ctypes.string_at, torch's module call).

@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 
+from .reports import writers
 from .settings import (
     DEFAULT_DTYPES,
     DEFAULT_EXAMPLES,
@@ -146,10 +147,12 @@ def add_options(parser: pytest.Parser) -> None:
         action="append",
         default=None,
         metavar="PATH",
-        help="write a report; .json (schema jitcpu-report/1) or .md (CI step summary); repeatable; "
+        help=f"write a report; {writers.HELP}; repeatable; "
         "env JITCPU_REPORT (paths separated by ','), ini jitcpu_report; default: none",
     )
-    parser.addini("jitcpu_report", "report paths (.json, .md) (default: none)", type="args", default=[])
+    parser.addini(
+        "jitcpu_report", f"report paths ({', '.join(writers.SUFFIXES)}) (default: none)", type="args", default=[]
+    )
     group.addoption(
         "--jitcpu-baseline",
         dest="jitcpu_baseline",
@@ -204,10 +207,8 @@ def _report_list(value: str | list[str], source: str) -> list[str]:
 
 def report_paths(config: pytest.Config) -> list[str]:
     paths = list(resolve(config, "report", _report_list) or [])
-    from .report import path_problem
-
     for path in paths:
-        problem = path_problem(path)
+        problem = writers.path_problem(path)
         if problem:
             raise UsageError(f"--jitcpu-report: {problem}")
     return paths

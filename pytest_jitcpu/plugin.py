@@ -9,7 +9,7 @@ The session state lives in one :class:`Session` object in ``config.stash``; its 
 own methods, and it is registered as a plugin only on the controller (not on xdist workers), and
 unregistered in ``pytest_unconfigure``, the way pytest's junitxml registers ``LogXML``. Records travel on
 each ``TestReport`` (attribute ``jitcpu`` and JUnit ``user_properties``), so pytest-xdist carries them to
-the controller, which alone writes the reports: as they arrive (:mod:`pytest_jitcpu.journal`, so a session
+the controller, which alone writes the reports: as they arrive (:mod:`pytest_jitcpu.reports.journal`, so a session
 that dies leaves them) and at the end.
 """
 
@@ -23,8 +23,8 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 from . import options
-from .journal import Journal
 from .record import Record
+from .reports.journal import Journal
 from .settings import Settings, UsageError
 
 if TYPE_CHECKING:
@@ -71,7 +71,7 @@ class Session:
         """The reports so far, marked ``"complete": false`` (rewritten as the run goes); the seconds the
         writing took (the environment, found once, does not count)."""
         from .environment import environment
-        from .report import sort_records, write
+        from .reports import sort_records, write
 
         if self.environment is None:
             self.environment = environment()
@@ -87,14 +87,14 @@ class Session:
         if not self.records and not self.report_paths and not self.baseline:
             return  # nothing was checked and nothing asked for: no import of torch for the environment
         from .environment import environment
-        from .report import sort_records, write
+        from .reports import sort_records, write
 
         self.records = sort_records(self.records)
         env = self.environment or environment()
         comparison = None
         extra: dict[str, Any] = {"complete": True}
         if self.baseline:
-            from . import baseline
+            from .reports import baseline
 
             outcome = baseline.gate(self.baseline, self.records)
             self.gate_lines = outcome.lines
@@ -116,7 +116,7 @@ class Session:
     def pytest_terminal_summary(self, terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
         verbosity = config.get_verbosity()
         if self.records and verbosity >= -1:
-            from .report import terminal_matrix
+            from .reports.terminal import terminal_matrix
 
             lines = terminal_matrix(self.records, verbose=verbosity > 0)
             if verbosity < 0:
@@ -151,7 +151,7 @@ def pytest_configure(config: pytest.Config) -> None:
     try:
         session = Session(config)
         if session.baseline:
-            from . import baseline
+            from .reports import baseline
 
             baseline.validate(session.baseline)  # a missing or foreign baseline stops the run before tests
     except UsageError as exc:
@@ -170,7 +170,7 @@ def pytest_configure(config: pytest.Config) -> None:
     # pytest-html's hook specs exist only when it is installed; workers need the hooks too (the
     # per-test table is made where the test ran and travels as an extra on its report).
     if config.pluginmanager.hasplugin("html") and getattr(config.option, "htmlpath", None):
-        from .html import HtmlHooks
+        from .reports.html import HtmlHooks
 
         config.pluginmanager.register(HtmlHooks(lambda: session.records), HTML_PLUGIN_NAME)
 

@@ -7,7 +7,7 @@ from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from .settings import FAILING_STATUSES
+from .statuses import FAILING_STATUSES
 
 UNTESTED_MARK = "pass?"  # how an untested pass shows in tables: matched on the example only
 

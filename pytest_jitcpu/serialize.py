@@ -1,9 +1,9 @@
 """Serialization round trip: does a traced program run without the Python model code?
 
 For a trace mode that passed, :func:`check` saves the module with ``torch.jit.save``; a fresh Python
-process (``sys.executable``, same environment, working directory a temporary folder) in which importing
-``transformers`` raises ImportError loads it with ``torch.jit.load``, runs it on the example inputs (in
-the record's precision) and saves the outputs; the parent compares them with what the module gave
+process (:mod:`pytest_jitcpu.children.torchscript`: same interpreter and environment, working directory
+a temporary folder) in which importing ``transformers`` raises ImportError loads it with
+``torch.jit.load``, runs it on the example inputs (in the record's precision) and saves the outputs; the parent compares them with what the module gave
 in-process, using the check's tolerance. The record gets ``serializable`` (true/false) and
 ``serializable_reason``. This never changes the record's ``status``: a trace can be correct in-process
 and still not survive a round trip, and the report says so separately.
@@ -14,7 +14,7 @@ check in :func:`batched`, and :func:`check` only queues the work.
 
 A program that runs without torch (``onnx``, ``openvino``: :class:`~.backends.base.Portable`) is saved
 by its backend (``.onnx``, OpenVINO IR) with its inputs as ``.npz``, and run by its own runtime in a fresh
-Python (:mod:`pytest_jitcpu.portable_child`, run as a file) that refuses to import torch and transformers;
+Python (:mod:`pytest_jitcpu.children.portable`) that refuses to import torch and transformers;
 its outputs come back as ``.npz`` and are compared the same way. One such child per ``check`` call.
 """
 
@@ -25,7 +25,6 @@ import contextlib
 import json
 import os
 import subprocess
-import sys
 import tempfile
 import threading
 from collections.abc import Iterator
@@ -38,64 +37,14 @@ import numpy as np
 import torch
 
 from .backends.base import Built, captured_warnings, first_line
+from .backends.table import backend
+from .children import launch, protocol
 from .compare import Tolerance, compare
 from .inputs import Inputs, as_positional
 from .record import Record
 
 TIMEOUT_S = 600
 RUNS = 3  # as in-process: TorchScript's profiling executor optimizes on later runs
-BLOCKED = ("transformers",)
-
-# Makes the model library unimportable in the child: the round trip proves the program needs only torch.
-BLOCKER = f"""
-import importlib.abc, sys
-class _Blocked(importlib.abc.MetaPathFinder):
-    def find_spec(self, name, path=None, target=None):
-        if name.split(".")[0] in {BLOCKED!r}:
-            raise ImportError(name + " is blocked: a saved TorchScript program must run without it")
-        return None
-sys.meta_path.insert(0, _Blocked())
-"""
-
-# The child serves batches until its stdin closes: one line in (the jobs file and the results file),
-# one line out ("done"). Starting it costs an `import torch` (2-3 s), paid once per session (per xdist
-# worker) instead of once per check; it never imports the model library, whatever it has loaded before.
-CHILD = (
-    BLOCKER
-    + """
-import torch
-def serve(jobs_path, results_path):
-    jobs = torch.load(jobs_path)
-    results = []
-    for job in jobs:
-        try:
-            if job["ipex"]:  # IPEX's prepacked weights are custom classes its library registers
-                import intel_extension_for_pytorch  # noqa: F401
-            module = torch.jit.load(job["path"], map_location="cpu").eval()
-            out = None
-            for _ in range(job["runs"]):
-                args = [a.clone() if isinstance(a, torch.Tensor) else a for a in job["args"]]
-                kwargs = {k: v.clone() if isinstance(v, torch.Tensor) else v for k, v in job["kwargs"].items()}
-                with torch.no_grad():
-                    if job["dtype"] == "bf16":
-                        with torch.autocast("cpu", dtype=torch.bfloat16, cache_enabled=False):
-                            out = module(*args, **kwargs)
-                    else:
-                        out = module(*args, **kwargs)
-            results.append({"ok": True, "output": out})
-        except Exception as exc:
-            lines = str(exc).strip().splitlines()
-            message = " ".join(lines[0].split())[:300] if lines else ""
-            results.append({"ok": False, "error": type(exc).__name__ + (": " + message if message else "")})
-    loaded = sorted(m for m in sys.modules if m.split(".")[0] in BLOCKED_NAMES)
-    torch.save({"results": results, "loaded": loaded}, results_path)
-for line in sys.stdin:
-    jobs_path, results_path = line.rstrip("\\n").split("\\t")
-    serve(jobs_path, results_path)
-    sys.stdout.write("done\\n")
-    sys.stdout.flush()
-""".replace("BLOCKED_NAMES", repr(BLOCKED))
-)
 
 
 @dataclass
@@ -238,7 +187,8 @@ def run_jobs(jobs: list[_Job], folder: Path) -> None:
                 "kwargs": j.kwargs,
                 "dtype": j.rec.dtype,
                 "runs": RUNS,
-                "ipex": j.rec.mode == "ipex",
+                # the package that registers the program's custom classes (IPEX's prepacked weights)
+                "imports": [name for name in [backend(j.rec.mode).import_name] if name],
             }
             for j in jobs
         ],
@@ -289,9 +239,9 @@ class _Loader:
         if not self._alive():
             self.owner = os.getpid()
             self.proc = subprocess.Popen(
-                [sys.executable, "-u", "-c", CHILD],
+                launch.command("torchscript"),
                 cwd=self.folder,
-                env=dict(os.environ),
+                env=launch.environment(),
                 stdin=subprocess.PIPE,
                 stdout=subprocess.PIPE,
                 stderr=subprocess.PIPE,
@@ -319,7 +269,7 @@ class _Loader:
         reply: list[str] = []
         reader = threading.Thread(target=lambda: reply.append(proc.stdout.readline()), daemon=True)
         try:
-            proc.stdin.write(f"{payload}\t{results}\n")
+            proc.stdin.write(protocol.request(str(payload), str(results)))
             proc.stdin.flush()
         except OSError:
             pass  # the child is gone: reported below with its exit code and last error line
@@ -328,7 +278,7 @@ class _Loader:
         if reader.is_alive():
             self.stop()
             return f"the subprocess that loads the saved module did not finish within {TIMEOUT_S} s"
-        if reply and reply[0].strip() == "done" and results.exists():
+        if reply and reply[0].strip() == protocol.DONE and results.exists():
             return None
         self.stop()
         tail = [line for line in (proc.stderr.read() or "").strip().splitlines() if line.strip()]
@@ -381,7 +331,6 @@ def _judge(job: _Job, result: dict[str, Any]) -> None:
     rec.serializable_reason = f"the loaded module's output differs from the in-process one: {detail}"
 
 
-CHILD_PATH = Path(__file__).with_name("portable_child.py")
 WITHOUT = "in a fresh Python that cannot import torch or transformers"
 
 
@@ -426,14 +375,16 @@ def run_portable(jobs: list[_PortableJob], folder: Path) -> None:
     failure = None
     try:
         proc = subprocess.run(
-            [sys.executable, str(CHILD_PATH), str(jobs_path), str(results_path)],
+            launch.command("portable"),
+            input=protocol.request(str(jobs_path), str(results_path)),
             cwd=folder,
+            env=launch.environment(),
             capture_output=True,
             text=True,
             timeout=TIMEOUT_S,
             check=False,
         )
-        if proc.returncode != 0 or not results_path.exists():
+        if proc.returncode != 0 or proc.stdout.strip() != protocol.DONE or not results_path.exists():
             tail = [line for line in proc.stderr.strip().splitlines() if line.strip()]
             last = tail[-1].strip()[:300] if tail else "no output"
             failure = f"the subprocess that runs the saved program exited with {proc.returncode}: {last}"

@@ -12,15 +12,13 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from .backends.table import DEFAULT_MODES, MODES, TRACE_MODES  # noqa: F401 - settings names them for everyone
+from .statuses import FAILING_STATUSES, STATUSES  # noqa: F401 - the same, for the statuses
 
 DTYPES: tuple[str, ...] = ("fp32", "bf16")
 DEFAULT_DTYPES: tuple[str, ...] = ("fp32", "bf16")
 FALLBACK_POLICIES: tuple[str, ...] = ("warn", "fail", "expect")
 # What a pass whose trace was tried on no other valid input does (Record.untested).
 UNTESTED_POLICIES: tuple[str, ...] = ("warn", "fail")
-STATUSES: tuple[str, ...] = ("pass", "mismatch", "diverges", "fallback", "unavailable", "error")
-# Statuses that fail a test whatever the fallback policy says.
-FAILING_STATUSES: frozenset[str] = frozenset({"mismatch", "diverges", "error"})
 DEFAULT_EXAMPLES = 10
 # An isolated check whose child sends nothing (no phase, no record) for this long is hung (a deadlock after
 # the fork, a model that never returns): long enough for a big model's compile or export of one phase.

@@ -15,7 +15,7 @@ from typing import Any
 import jsonschema
 import pytest
 
-from pytest_jitcpu import report
+from pytest_jitcpu import reports
 
 HERE = Path(__file__).parent
 # Generalization checks and the serialization round trip (issue 4) have their own tests; here they
@@ -85,5 +85,5 @@ def without_timing(report: dict[str, Any]) -> dict[str, Any]:
 
 def schema_errors(instance: Any) -> list[str]:
     """Every way ``instance`` breaks the report schema shipped in the package (empty: valid)."""
-    validator = jsonschema.Draft202012Validator(report.json_schema())
+    validator = jsonschema.Draft202012Validator(reports.json_schema())
     return [f"{'/'.join(map(str, e.absolute_path))}: {e.message}" for e in validator.iter_errors(instance)]

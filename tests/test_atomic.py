@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from pytest_jitcpu import atomic, report
+from pytest_jitcpu import atomic, reports
 from pytest_jitcpu.inference import writers
 from pytest_jitcpu.record import Record
 
@@ -41,7 +41,7 @@ def _umask() -> int:
 def test_a_report_write_that_fails_leaves_the_old_report(tmp_path: Path, monkeypatch, suffix: str) -> None:
     path = tmp_path / f"report{suffix}"
     records = [Record("t.py::t", "M", "eager", "fp32", "pass")]
-    report.write(path, records, ENV)
+    reports.write(path, records, ENV)
     before = path.read_bytes()
 
     def fail(*_args: object) -> None:
@@ -49,7 +49,7 @@ def test_a_report_write_that_fails_leaves_the_old_report(tmp_path: Path, monkeyp
 
     monkeypatch.setattr(atomic.os, "replace", fail)
     with pytest.raises(OSError, match="No space left"):
-        report.write(path, records * 2, ENV)
+        reports.write(path, records * 2, ENV)
     assert path.read_bytes() == before and _leftovers(tmp_path) == []
 
 

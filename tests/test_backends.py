@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import ast
+import contextlib
 import json
 import re
 import subprocess
@@ -116,3 +117,47 @@ def test_the_table_and_settings_import_nothing_heavy() -> None:
 def test_an_unknown_mode_has_no_row(mode: str) -> None:
     with pytest.raises(KeyError):
         table.backend(mode)
+
+
+def test_what_a_mode_costs_and_risks_comes_from_its_row() -> None:
+    from pytest_jitcpu import hints, isolation
+
+    assert hints.TORCHSCRIPT_MODES == tuple(b.name for b in table.BACKENDS if b.family == "torchscript")
+    assert {"trace-dict", "trace-tuple", "ipex"} <= set(hints.TORCHSCRIPT_MODES)
+    assert isolation.NOT_WARMED == {b.name for b in table.BACKENDS if b.fork_unsafe_pool}
+    for row in table.BACKENDS:
+        assert selection._build_cost(selection.Candidate(row.name, "fp32", "pass")) == row.build_cost, row.name
+    with pytest.raises(ValueError, match="family 'jit'"):
+        table.Backend("x", "x", "build", "x", cli_names=("x",), family="jit")
+
+
+@pytest.mark.parametrize(
+    ("raised", "recorded"),
+    [(None, True), (backends.base.Fallback("conversion failed"), True), (backends.base.Unavailable("no"), False)],
+)
+def test_a_mode_whose_pool_does_not_survive_a_fork_is_recorded_by_the_one_build(
+    monkeypatch: pytest.MonkeyPatch, raised: Exception | None, recorded: bool
+) -> None:
+    """Building a mode whose row names a fork-unsafe pool records it (isolation stops forking), also when
+    the build fell back half-way; a mode that was unavailable started nothing."""
+    row = next(b for b in table.BACKENDS if b.fork_unsafe_pool)
+
+    def fake(model: object, inputs: object, dtype: str) -> backends.base.Built:
+        if raised is not None:
+            raise raised
+        return backends.base.Built(row.name, dtype, lambda batch: None)
+
+    monkeypatch.setattr(backends, "builder", lambda mode: fake)
+    before = set(backends.base.FORK_UNSAFE_POOLS)
+    backends.base.FORK_UNSAFE_POOLS.clear()
+    try:
+        with pytest.raises(type(raised)) if raised is not None else contextlib.nullcontext():
+            backends.build(row.name, None, None, "fp32")
+        assert (row.fork_unsafe_pool in backends.base.FORK_UNSAFE_POOLS) is recorded
+        backends.base.FORK_UNSAFE_POOLS.clear()
+        monkeypatch.setattr(backends, "builder", lambda mode: lambda m, i, d: backends.base.Built("eager", d, id))
+        backends.build("eager", None, None, "fp32")
+        assert not backends.base.FORK_UNSAFE_POOLS
+    finally:
+        backends.base.FORK_UNSAFE_POOLS.clear()
+        backends.base.FORK_UNSAFE_POOLS.update(before)

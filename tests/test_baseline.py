@@ -11,8 +11,8 @@ from typing import Any
 import pytest
 from plugin_runs import load_json, outcomes, run, run_inprocess, schema_errors, without_timing
 
-from pytest_jitcpu import baseline
 from pytest_jitcpu.record import Record
+from pytest_jitcpu.reports import baseline
 from pytest_jitcpu.settings import UsageError
 
 

@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 from plugin_runs import load_json, outcomes, records_by_test, run, schema_errors, without_timing
 
-from pytest_jitcpu import isolation, journal
+from pytest_jitcpu import isolation
+from pytest_jitcpu.reports import journal
 
 CRASHERS = """
 import ctypes

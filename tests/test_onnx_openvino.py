@@ -22,9 +22,10 @@ import tiny_models as tm
 import torch
 from plugin_runs import load_json, records_by_test, run, statuses
 
-from pytest_jitcpu import backends, engine, environment, portable_child, serialize
+from pytest_jitcpu import backends, engine, environment, serialize
 from pytest_jitcpu.backends import base, onnx, openvino
 from pytest_jitcpu.backends.base import Fallback, Unavailable
+from pytest_jitcpu.children import launch, portable, protocol
 from pytest_jitcpu.compare import Tolerance
 from pytest_jitcpu.inputs import normalize
 from pytest_jitcpu.record import Record
@@ -234,7 +235,9 @@ def test_the_round_trip_runs_in_a_child_that_cannot_import_torch(
     }
     (tmp_path / "jobs.json").write_text(json.dumps([job]), encoding="utf-8")
     proc = subprocess.run(
-        [sys.executable, portable_child.__file__, str(tmp_path / "jobs.json"), str(tmp_path / "results.json")],
+        launch.command("portable"),
+        input=protocol.request(str(tmp_path / "jobs.json"), str(tmp_path / "results.json")),
+        env=launch.environment(),
         cwd=tmp_path,
         capture_output=True,
         text=True,
@@ -242,6 +245,7 @@ def test_the_round_trip_runs_in_a_child_that_cannot_import_torch(
         check=False,
     )
     assert proc.returncode == 0, proc.stderr
+    assert proc.stdout == protocol.DONE + "\n"
     results = json.loads((tmp_path / "results.json").read_text(encoding="utf-8"))
     assert results["torch_refused"] is True and results["loaded"] == []
     assert results["results"] == [{"ok": True, "count": 1}]
@@ -250,24 +254,22 @@ def test_the_round_trip_runs_in_a_child_that_cannot_import_torch(
     torch.testing.assert_close(got, tm.TinyMLP()(tm.features(seed=4)).detach(), atol=1e-6, rtol=1e-5)
 
 
-def test_the_child_program_does_not_import_the_package() -> None:
-    # Run as a file: importing pytest_jitcpu would import torch before the block is in place.
-    tree = ast.parse(Path(portable_child.__file__).read_text(encoding="utf-8"))
-    imported = {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
-    imported |= {n.module or "" for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
-    assert imported == {
-        "__future__",
-        "importlib.abc",
-        "json",
-        "sys",
-        "typing",
-        "torch",
-        "numpy",
-        "onnxruntime",
-        "openvino",
-    }
+def test_the_child_program_imports_nothing_heavy_before_its_block() -> None:
+    # Started with -m: the package's __init__, children/__init__ and what the child imports at module level
+    # load before the block is in place, so they must be the standard library and the block itself.
+    children = Path(portable.__file__).parent
+    for path in (children.parent / "__init__.py", children / "__init__.py", Path(portable.__file__)):
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        top = {a.name for n in tree.body if isinstance(n, ast.Import) for a in n.names}
+        top |= {n.module or "" for n in tree.body if isinstance(n, ast.ImportFrom) and n.level == 0}
+        assert not top - {"__future__", "importlib", "json", "sys", "types", "typing"}, (path, top)
+        relative = {n.module for n in tree.body if isinstance(n, ast.ImportFrom) and n.level}
+        assert relative <= {"blocker", "protocol"}, (path, relative)
+    for name in ("blocker", "protocol"):
+        tree = ast.parse((children / f"{name}.py").read_text(encoding="utf-8"))
+        assert not [n for n in tree.body if isinstance(n, ast.ImportFrom) and n.level], name
     # ... and its one `import torch` is the probe that must fail.
-    assert set(portable_child.BLOCKED) == {"torch", "transformers"}
+    assert set(portable.BLOCKED) == {"torch", "transformers"}
 
 
 @pytest.mark.parametrize("mode", RUNTIMES)

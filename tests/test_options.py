@@ -450,12 +450,12 @@ def test_unwritable_report_paths_are_usage_errors_before_the_run(
 def test_report_write_failure_at_the_end_is_reported_not_a_crash(
     pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, no_jitcpu_env: None
 ) -> None:
-    from pytest_jitcpu import report
+    from pytest_jitcpu import reports
 
     def disk_full(path: object, *args: object, **kwargs: object) -> None:
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(report, "write", disk_full)  # the plugin imports it when writing
+    monkeypatch.setattr(reports, "write", disk_full)  # the plugin imports it when writing
     pytester.makepyfile("def test_nothing(): pass")
     result = run_inprocess(pytester, "--jitcpu-report=out/r.json")
     assert result.ret == pytest.ExitCode.USAGE_ERROR

@@ -18,8 +18,10 @@ import pytest
 import torch
 from plugin_runs import load_json, records_by_test, run, schema_errors
 
-from pytest_jitcpu import report
+from pytest_jitcpu import reports
 from pytest_jitcpu.record import Record
+from pytest_jitcpu.reports import json as json_report
+from pytest_jitcpu.reports import markdown
 from pytest_jitcpu.settings import STATUSES
 
 SUITE = """
@@ -213,7 +215,7 @@ def test_sort_order_does_not_depend_on_arrival_order() -> None:
         _rec("b.py::t", "M", "trace-dict", "fp32", "pass"),
         _rec("a.py::t", "N", "ipex", "fp32", "unavailable", reason="no ipex"),
     ]
-    ordered = report.sort_records(records)
+    ordered = reports.sort_records(records)
     assert [(r.nodeid, r.mode, r.dtype) for r in ordered] == [
         ("a.py::t", "eager", "fp32"),
         ("a.py::t", "ipex", "fp32"),
@@ -225,11 +227,11 @@ def test_sort_order_does_not_depend_on_arrival_order() -> None:
 
 def test_dumps_refuses_nan_by_writing_null() -> None:
     rec = _rec("a.py::t", "M", "trace-dict", "fp32", "mismatch", max_abs_diff=math.nan, max_rel_diff=math.inf)
-    data = report.to_json(
+    data = json_report.to_json(
         [rec],
         {"python": "3", "torch": "t", "transformers": None, "ipex": None, "cpu": "c", "isa": "avx2", "threads": 1},
     )
-    text = report.dumps(data)
+    text = json_report.dumps(data)
     assert "NaN" not in text and "Infinity" not in text
     assert schema_errors(json.loads(text)) == []
     loaded = json.loads(text)["results"][0]
@@ -280,7 +282,7 @@ def test_markdown_for_200_models_folds_the_passing_ones_and_puts_the_worst_first
             got = "pass" if status == "fallback" and mode == "trace-dict" else status
             fields = {"reason": f"because {i}"} if got != "pass" else {}
             records.append(_rec(node, f"M{i}", mode, "fp32", got, latency_ms=latency, max_abs_diff=1e-7, **fields))
-    md = report.markdown(records, {"cpu": "Test CPU", "isa": "avx2", "threads": 2})
+    md = markdown.markdown(records, {"cpu": "Test CPU", "isa": "avx2", "threads": 2})
     lines = md.splitlines()
     assert "❌ **3 of 200 models failing**, 1 falling back, 196 passing (600 checks)" in lines
     attention = _table_after(lines, "### Needs attention (worst first)")
@@ -305,7 +307,7 @@ def test_markdown_for_200_models_folds_the_passing_ones_and_puts_the_worst_first
 
 def test_markdown_escapes_pipes_in_reasons() -> None:
     rec = _rec("a.py::t", "M", "trace-dict", "fp32", "fallback", reason="a | b\nc")
-    md = report.markdown([rec], {})
+    md = markdown.markdown([rec], {})
     assert "| `a.py::t` | M | trace-dict | fp32 | fallback | a \\| b c |" in md.splitlines()
 
 
@@ -361,7 +363,7 @@ def test_schema_rejects_what_the_contract_forbids() -> None:
     }
     for what, doc in bad.items():
         assert validate(doc), what
-    schema = report.json_schema()
+    schema = reports.json_schema()
     assert schema["$schema"] == "https://json-schema.org/draft/2020-12/schema"
     jsonschema.Draft202012Validator.check_schema(schema)
 
@@ -392,4 +394,4 @@ def test_the_schema_ships_in_the_built_wheel(tmp_path) -> None:
     (wheel,) = tmp_path.glob("pytest_jitcpu-*.whl")
     with zipfile.ZipFile(wheel) as zf:
         shipped = json.loads(zf.read("pytest_jitcpu/report_schema.json"))
-    assert shipped == report.json_schema()
+    assert shipped == reports.json_schema()

@@ -8,7 +8,8 @@ A round trip costs a subprocess (the child's ``import torch``), so the real arch
 from __future__ import annotations
 
 import subprocess
-import sys
+import warnings
+from pathlib import Path
 
 import pytest
 import tiny_models as tm
@@ -17,7 +18,7 @@ from torch import nn
 
 from pytest_jitcpu import engine, options, serialize
 from pytest_jitcpu.record import Record
-from pytest_jitcpu.report import markdown
+from pytest_jitcpu.reports.markdown import markdown
 from pytest_jitcpu.settings import Settings
 
 TRACES = ("trace-dict", "trace-tuple")
@@ -40,11 +41,57 @@ def test_hf_architectures_round_trip_without_transformers() -> None:
             assert (rec.serializable, rec.serializable_reason) == (True, None), (result.model, rec.mode, rec.dtype)
 
 
-def test_the_subprocess_cannot_import_transformers() -> None:
-    probe = serialize.BLOCKER + "\nimport transformers\n"
-    proc = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=False, timeout=120)
-    assert proc.returncode != 0
-    assert "ImportError: transformers is blocked" in proc.stderr
+def test_the_subprocess_cannot_import_transformers(tmp_path: Path) -> None:
+    """The loader as serialize starts it: a job whose program imports transformers fails with the block's
+    reason, and the loader reports nothing of transformers loaded."""
+    from pytest_jitcpu.children import launch, protocol
+
+    class ImportsTransformers(nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return x + 1
+
+    with warnings.catch_warnings():  # torch.jit.script / save are deprecated; the loader is for what they make
+        warnings.simplefilter("ignore", DeprecationWarning)
+        torch.jit.save(torch.jit.script(ImportsTransformers()), str(tmp_path / "m.pt"))
+    jobs = [
+        {
+            "path": str(tmp_path / "m.pt"),
+            "args": [torch.ones(2)],
+            "kwargs": {},
+            "dtype": "fp32",
+            "runs": 1,
+            "imports": [],
+        },
+        {
+            "path": str(tmp_path / "m.pt"),
+            "args": [torch.ones(2)],
+            "kwargs": {},
+            "dtype": "fp32",
+            "runs": 1,
+            "imports": ["transformers"],
+        },
+    ]
+    torch.save(jobs, tmp_path / "jobs.pt")
+    proc = subprocess.run(
+        launch.command("torchscript"),
+        input=protocol.request(str(tmp_path / "jobs.pt"), str(tmp_path / "results.pt")),
+        env=launch.environment(),
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout == protocol.DONE + "\n"
+    data = torch.load(tmp_path / "results.pt")
+    assert data["loaded"] == []
+    first, second = data["results"]
+    assert first["ok"] and torch.equal(first["output"], torch.full((2,), 2.0))
+    assert second == {
+        "ok": False,
+        "error": "ImportError: transformers is blocked: a saved TorchScript program must run without it",
+    }
 
 
 @torch.library.custom_op("jitcpu_test::twice", mutates_args=())

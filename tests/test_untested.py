@@ -7,8 +7,8 @@ from __future__ import annotations
 import pytest
 from plugin_runs import load_json, outcomes, records_by_test, run, schema_errors
 
-from pytest_jitcpu import report
 from pytest_jitcpu.record import Record
+from pytest_jitcpu.reports import model, terminal
 
 SEARCH = ("--jitcpu-examples=10", "--jitcpu-serialize=false", "-rA")  # after FAST's examples=0: these win
 
@@ -250,11 +250,11 @@ def test_untested_in_the_short_line_and_the_verbose_matrix() -> None:
     assert rec.untested and rec.short() == (
         "pass (untested: eager rejected every input tried (4 variations of the example)) max_abs=0"
     )
-    lines = report.terminal_matrix([rec], verbose=True)
+    lines = terminal.terminal_matrix([rec], verbose=True)
     assert (
         lines[-1]
         == "t.py::t [M] trace-dict/fp32: untested: eager rejected every input tried (4 variations of the example)"
     )
     # Only a pass can be untested: a failing status says what it is.
     failed = Record(**{**rec.__dict__, "status": "mismatch", "reason": "differs"})
-    assert not failed.untested and report.summary([failed])["untested"] == 0
+    assert not failed.untested and model.summary([failed])["untested"] == 0

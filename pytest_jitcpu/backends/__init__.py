@@ -31,8 +31,21 @@ def build(mode: str, model: Any, inputs: Inputs, dtype: str, domain: Domain | No
 
     ``domain``: the check's input domain, given to the builders whose row says ``dynamic`` (None: they
     derive the defaults by role from ``inputs``)."""
+    from .base import FORK_UNSAFE_POOLS, Unavailable  # here: listing modes must not import torch
+
     make = builder(mode)
+    pool = backend(mode).fork_unsafe_pool
     start = time.perf_counter()
-    built = make(model, inputs, dtype, domain=domain) if backend(mode).dynamic else make(model, inputs, dtype)
+    row = backend(mode)
+    try:
+        built = make(model, inputs, dtype, domain=domain) if row.dynamic else make(model, inputs, dtype)
+    except Unavailable:
+        raise  # it never got as far as starting anything
+    except BaseException:
+        if pool:  # a build that failed half-way may have started the pool already
+            FORK_UNSAFE_POOLS.add(pool)
+        raise
+    if pool:
+        FORK_UNSAFE_POOLS.add(pool)
     built.build_ms = (time.perf_counter() - start) * 1000
     return built

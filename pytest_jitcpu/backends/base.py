@@ -40,8 +40,9 @@ class Unavailable(Exception):
     """This machine or environment cannot run the mode; the message says why."""
 
 
-# Native thread pools a backend started in this process that a fork does not copy: a child forked after
-# one started can deadlock, so isolation.py runs checks in-process from then on (and says so).
+# Native thread pools a backend started in this process that a fork does not copy (the rows'
+# ``fork_unsafe_pool``, added by ``backends.build``): a child forked after one started can deadlock, so
+# isolation.py runs checks in-process from then on (and says so).
 FORK_UNSAFE_POOLS: set[str] = set()
 
 

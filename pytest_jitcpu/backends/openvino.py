@@ -27,7 +27,6 @@ from .. import environment, nested
 from ..domain import Domain
 from ..inputs import Inputs, forward_parameters
 from .base import (
-    FORK_UNSAFE_POOLS,
     Built,
     Fallback,
     Portable,
@@ -179,7 +178,6 @@ def build(model: torch.nn.Module, inputs: Inputs, dtype: str, domain: Domain | N
     notes.append(_static_dims(converted, domain))
     threads = torch.get_num_threads()
     config = {"INFERENCE_PRECISION_HINT": HINTS[dtype], "INFERENCE_NUM_THREADS": threads}
-    FORK_UNSAFE_POOLS.add("OpenVINO")  # compiling starts its thread pool (isolation.py stops forking)
     try:
         compiled = ov.Core().compile_model(converted, "CPU", config)
     except Exception as exc:  # noqa: BLE001

@@ -1,8 +1,10 @@
 """One row per mode: the only list of modes. Everything that names modes derives from it.
 
 Settings (``MODES``, ``DEFAULT_MODES``, ``TRACE_MODES``), the divergence search, the serialization round
-trip, ``jitcpu run``'s mode names and ``auto``'s candidates, the report's mode order, the environment's
-versions, option help and CLI choices. Adding a backend is one module under ``backends/`` and one row.
+trip, ``jitcpu run``'s mode names, ``auto``'s candidates and their build cost, crash isolation (which
+runtime's thread pool a fork does not copy), the fix hints (which modes are TorchScript), the report's
+mode order and the schema's enum, the environment's versions, option help and CLI choices. Adding a
+backend is one module under ``backends/`` and one row.
 
 This module imports nothing heavy (no torch, transformers or Hypothesis): a row names its builder by
 module and function, imported only when the mode is built.
@@ -11,6 +13,12 @@ module and function, imported only when the mode is built.
 from __future__ import annotations
 
 from dataclasses import dataclass
+
+# What kind of program a mode runs: a TorchScript graph (its failures may be TorchScript's alone), torch
+# itself (eager, or a torch.export / inductor program), or another runtime (the model converted to it).
+FAMILIES: tuple[str, ...] = ("torch", "torchscript", "runtime")
+# Build + warm-up of a mode not measured, in eager passes of `jitcpu run`'s reference batch: expensive.
+UNMEASURED_BUILD_COST = 12.0
 
 
 @dataclass(frozen=True)
@@ -41,10 +49,23 @@ class Backend:
     extra: str | None = None  # the pytest-jitcpu extra that installs the package
     install: str | None = None  # how to install it, for an `unavailable` reason
     program: str = "traced module"  # what the built program is called in a reason ("... failed on ...")
+    family: str = "torch"  # one of FAMILIES
+    # Building and warming it up, in eager forward passes of `jitcpu run`'s reference batch (32 rows x 128
+    # tokens): what `auto` expects choosing it to cost. Measured on all-MiniLM-L6-v2 (2 threads, AMD Zen5
+    # and Intel Xeon): trace + freeze 3, ONNX export 5-6, OpenVINO conversion 10.
+    build_cost: float = UNMEASURED_BUILD_COST
+    # The runtime whose native thread pool, once this mode ran in a process, does not survive a fork: a
+    # child forked after it deadlocked (measured, even in pure-Python code). Crash isolation then runs
+    # checks in-process (backends.FORK_UNSAFE_POOLS) and never warms this mode up in the parent.
+    fork_unsafe_pool: str | None = None
 
     @property
     def display(self) -> str:
         return self.cli_names[0]
+
+    def __post_init__(self) -> None:
+        if self.family not in FAMILIES:
+            raise ValueError(f"backend {self.name!r}: family {self.family!r} is not one of {FAMILIES}")
 
     @property
     def trace(self) -> bool:
@@ -61,6 +82,7 @@ BACKENDS: tuple[Backend, ...] = (
         cli_names=("eager",),
         default=True,
         auto=True,
+        build_cost=0.0,
     ),
     Backend(
         "trace-dict",
@@ -72,6 +94,8 @@ BACKENDS: tuple[Backend, ...] = (
         round_trip="torchscript",
         searched=True,
         auto=True,
+        family="torchscript",
+        build_cost=3.0,
     ),
     Backend(
         "trace-tuple",
@@ -84,6 +108,8 @@ BACKENDS: tuple[Backend, ...] = (
         default=True,
         round_trip="torchscript",
         searched=True,
+        family="torchscript",
+        build_cost=3.0,
     ),
     Backend(
         "ipex",
@@ -100,6 +126,8 @@ BACKENDS: tuple[Backend, ...] = (
         cpu="bf16: avx_ne_convert, or avx512bw + avx512vl + avx512dq",
         extra="ipex",
         install="pip install 'pytest-jitcpu[ipex]' with torch 2.8.*",
+        family="torchscript",
+        build_cost=4.0,
     ),
     Backend(
         "export",
@@ -112,6 +140,7 @@ BACKENDS: tuple[Backend, ...] = (
         program="exported program",
         # its module runs the same ATen kernels as eager through an FX graph: measured 0.96-0.99x eager
         not_in_auto="runs the same kernels as eager, no speed to gain",
+        build_cost=5.0,
     ),
     Backend(
         "compile",
@@ -140,6 +169,8 @@ BACKENDS: tuple[Backend, ...] = (
         install="pip install 'pytest-jitcpu[onnx]'",
         program="ONNX model",
         auto=True,
+        family="runtime",
+        build_cost=6.0,
     ),
     Backend(
         "openvino",
@@ -159,6 +190,9 @@ BACKENDS: tuple[Backend, ...] = (
         install="pip install 'pytest-jitcpu[openvino]'",
         program="OpenVINO model",
         auto=True,
+        family="runtime",
+        build_cost=10.0,
+        fork_unsafe_pool="OpenVINO",  # compiling for CPU starts it
     ),
 )
 
@@ -176,6 +210,10 @@ TRACE_MODES: tuple[str, ...] = tuple(b.name for b in BACKENDS if b.trace)
 ROUND_TRIP_MODES: tuple[str, ...] = tuple(b.name for b in BACKENDS if b.round_trip)
 SEARCHED_MODES: tuple[str, ...] = tuple(b.name for b in BACKENDS if b.searched)
 DYNAMIC_MODES: tuple[str, ...] = tuple(b.name for b in BACKENDS if b.dynamic)
+# Modes whose failure may be TorchScript's alone: a torch.export-based mode may still take the model.
+TORCHSCRIPT_MODES: tuple[str, ...] = tuple(b.name for b in BACKENDS if b.family == "torchscript")
+# Modes crash isolation does not warm up in the parent: running one would make the parent unforkable.
+FORK_UNSAFE_MODES: frozenset[str] = frozenset(b.name for b in BACKENDS if b.fork_unsafe_pool)
 # `jitcpu run --mode` names -> engine modes (`trace` is the Trainer's jit_mode_eval: dict inputs).
 CLI_NAMES: dict[str, str] = {cli: b.name for b in BACKENDS for cli in b.cli_names}
 AUTO_CANDIDATES: tuple[str, ...] = tuple(b.display for b in BACKENDS if b.auto)

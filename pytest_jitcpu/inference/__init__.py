@@ -9,17 +9,33 @@
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from . import writers
-from .check import check_model
-from .models import TASKS
-from .rows import Row
-from .runner import Predictor, Result, RowError
-from .selection import AUTO_CANDIDATES, Decision, ModelFailed
-from .summary import Summary
+if TYPE_CHECKING:  # at run time these come from __getattr__
+    from .check import check_model
+    from .rows import Row
+    from .runner import Predictor, Result, RowError
+    from .selection import AUTO_CANDIDATES, Decision, ModelFailed
+    from .summary import Summary
+    from .task_table import TASKS
+
+# public name -> the module that defines it. Imported on first use: the command line reads the task table
+# (inference.task_table) to parse its arguments, and parsing must not import torch.
+_EXPORTS: dict[str, str] = {
+    "AUTO_CANDIDATES": "selection",
+    "TASKS": "task_table",
+    "Decision": "selection",
+    "ModelFailed": "selection",
+    "Predictor": "runner",
+    "Result": "runner",
+    "Row": "rows",
+    "RowError": "runner",
+    "Summary": "summary",
+    "check_model": "check",
+}
 
 __all__ = [
     "AUTO_CANDIDATES",
@@ -34,6 +50,15 @@ __all__ = [
     "check_model",
     "run",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
+    globals()[name] = value
+    return value
 
 
 def run(
@@ -64,6 +89,9 @@ def run(
     or parquet); ``actors`` (default: the cluster's CPUs / ``threads``) each run ``threads`` (default 1)
     torch threads. ``Result.summary`` then also says the layout. See :mod:`.cluster`.
     """
+    from . import writers
+    from .runner import Predictor, Result
+
     if ray not in (None, False):
         if input is None or rows is not None:
             raise ValueError("ray= runs on files: give input= (a file, a folder or a glob), not rows=")

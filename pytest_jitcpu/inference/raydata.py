@@ -27,12 +27,13 @@ except ImportError as exc:  # pragma: no cover - the message is the point
 
 from ..settings import UsageError
 from . import batching, rows
+from .task_table import ROW_FIELDS, TASKS_TABLE
 
 INPUT_SUFFIXES = (".txt", ".text", ".jsonl", ".ndjson", ".csv", ".tsv", ".parquet")
 BLOCK_ROWS = 1024  # rows per block the reader yields
 SHARD_FORMATS: tuple[str, ...] = ("jsonl", "parquet")
 
-_READ_COLUMNS = ("file", "line", "id", "text", "text_pair", "question", "context", "error")
+_READ_COLUMNS = ("file", "line", "id", *ROW_FIELDS, "error")
 _ENTITY = pa.struct(
     [
         ("entity", pa.string()),
@@ -42,18 +43,21 @@ _ENTITY = pa.struct(
         ("score", pa.float64()),
     ]
 )
-# The output columns of each task, so every block (and every Parquet shard) has one schema.
-TASK_COLUMNS: dict[str, list[tuple[str, pa.DataType]]] = {
-    "feature-extraction": [("embedding", pa.list_(pa.float32()))],
-    "text-classification": [("label", pa.string()), ("score", pa.float64())],
-    "token-classification": [("entities", pa.list_(_ENTITY))],
-    "question-answering": [
-        ("answer", pa.string()),
-        ("start", pa.int64()),
-        ("end", pa.int64()),
-        ("score", pa.float64()),
-    ],
+# A task row's column types as Arrow types.
+_ARROW: dict[str, pa.DataType] = {
+    "vector": pa.list_(pa.float32()),
+    "string": pa.string(),
+    "float64": pa.float64(),
+    "int64": pa.int64(),
+    "entities": pa.list_(_ENTITY),
 }
+# The output columns of each task (its row in the task table), so every block (and every Parquet shard)
+# has one schema.
+TASK_COLUMNS: dict[str, list[tuple[str, pa.DataType]]] = {
+    t.name: [(name, _ARROW[kind]) for name, kind in t.columns] for t in TASKS_TABLE
+}
+# Columns of one float32 vector a row: built and read without a Python float per value.
+_VECTORS = frozenset(name for t in TASKS_TABLE for name, kind in t.columns if kind == "vector")
 
 
 # -- input -----------------------------------------------------------------------------------------
@@ -139,10 +143,7 @@ class RowSource(FileBasedDatasource):
                     "file": pa.array([path] * len(chunk), pa.string()),
                     "line": pa.array([r.line for r in chunk], pa.int64()),
                     "id": pa.array([_id_text(r.id) for r in chunk], pa.string()),
-                    "text": pa.array([r.text for r in chunk], pa.string()),
-                    "text_pair": pa.array([r.text_pair for r in chunk], pa.string()),
-                    "question": pa.array([r.question for r in chunk], pa.string()),
-                    "context": pa.array([r.context for r in chunk], pa.string()),
+                    **{name: pa.array([getattr(r, name) for r in chunk], pa.string()) for name in ROW_FIELDS},
                     "error": pa.array([r.error for r in chunk], pa.string()),
                 }
             )
@@ -154,10 +155,7 @@ def to_rows(records: list[dict[str, Any]]) -> list[rows.Row]:
             index=i,
             line=r["line"],
             id=None if r["id"] is None else json.loads(r["id"]),
-            text=r["text"],
-            text_pair=r["text_pair"],
-            question=r["question"],
-            context=r["context"],
+            **{name: r[name] for name in ROW_FIELDS},
             error=r["error"],
         )
         for i, r in enumerate(records)
@@ -186,8 +184,8 @@ def output_table(
     for name in schema.names:
         if name in ("line", "file"):
             columns[name] = [r[name] for r in records]
-        elif name == "embedding":
-            columns[name] = _embeddings([o.get("embedding") for o in outputs])
+        elif name in _VECTORS:
+            columns[name] = _embeddings([o.get(name) for o in outputs])
         else:
             columns[name] = [o.get(name) for o in outputs]
     id_type = schema.field("id").type
@@ -211,19 +209,19 @@ def _embeddings(vectors: list[Any]) -> pa.Array:
 def records(block: pa.Table) -> Iterator[dict[str, Any]]:
     """The rows of a result block as the single-process run writes them: None fields left out, an
     embedding as a float32 array (one JSON list, not a Python float per value)."""
-    vectors: list[Any] | None = None
-    if "embedding" in block.column_names:
-        column = block.column("embedding").combine_chunks()
+    vectors: dict[str, list[Any]] = {}
+    for name in [n for n in block.column_names if n in _VECTORS]:
+        column = block.column(name).combine_chunks()
         flat = column.flatten().to_numpy(zero_copy_only=False)
         starts = column.offsets.to_numpy()
         nulls = column.is_null().to_numpy(zero_copy_only=False)
-        vectors = [
+        vectors[name] = [
             None if nulls[i] else flat[starts[i] - starts[0] : starts[i + 1] - starts[0]] for i in range(len(column))
         ]
-        block = block.drop_columns(["embedding"])
+        block = block.drop_columns([name])
     for i, row in enumerate(block.to_pylist()):
-        if vectors is not None:
-            row["embedding"] = vectors[i]
+        for name, column_vectors in vectors.items():
+            row[name] = column_vectors[i]
         yield {k: v for k, v in row.items() if v is not None}
 
 

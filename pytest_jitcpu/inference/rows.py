@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from ..settings import UsageError
+from .task_table import task_row
 
 FORMATS: tuple[str, ...] = ("text", "csv", "tsv", "jsonl")
 # utf-8-sig drops a leading BOM; surrogateescape keeps undecodable bytes visible (as U+DC80..U+DCFF) so
@@ -46,7 +47,8 @@ class Row:
 
 
 def fields_for(task: str) -> tuple[str, ...]:
-    return ("question", "context") if task == "question-answering" else ("text",)
+    """What a row of ``task`` must give (its row in the task table)."""
+    return task_row(task).fields
 
 
 def detect_format(path: str | Path, given: str | None = None) -> str:
@@ -121,16 +123,19 @@ def from_mapping(index: int, line: int, data: Mapping[str, Any], task: str) -> R
         if value is None:
             return row
         setattr(row, name, value)
-    pair = data.get("text_pair")
-    if task == "text-classification" and pair is not None:
-        row.text_pair = _check_value(row, "text_pair", pair)
+    for name in task_row(task).optional_fields:
+        value = data.get(name)
+        if value is not None:
+            setattr(row, name, _check_value(row, name, value))
     return row
 
 
 def from_text(index: int, line: int, text: str, task: str) -> Row:
     row = Row(index=index, line=line)
-    if task == "question-answering":
-        row.error = "question answering needs a question and a context: give JSONL or CSV rows"
+    spec = task_row(task)
+    if not spec.plain_text:
+        needs = " and ".join(f"a {name}" for name in spec.fields)
+        row.error = f"{spec.label} needs {needs}: give JSONL or CSV rows"
     elif not text.strip():
         row.error = "empty text"
     else:
@@ -196,9 +201,10 @@ def read_file(path: str | Path, task: str, input_format: str | None = None) -> I
         return _rows_from(handle, fmt, task, "<stdin>", close=False)
     check_readable(path)
     handle = open(Path(path), encoding=ENCODING, errors=ERRORS, newline="")  # closed by _closing()
-    if fmt == "text" and task == "question-answering":
+    spec = task_row(task)
+    if fmt == "text" and not spec.plain_text:
         handle.close()
-        raise UsageError(f"--input: {path}: question answering needs JSONL or CSV rows with question and context")
+        raise UsageError(f"--input: {path}: {spec.label} needs JSONL or CSV rows with {' and '.join(spec.fields)}")
     return _rows_from(handle, fmt, task, source, close=True)
 
 

@@ -24,6 +24,7 @@ from . import batching, models, rows, selection, tasks, writers
 from . import cache as cache_module
 from .progress import Progress
 from .summary import Summary
+from .task_table import task_row
 
 ON_ERROR: tuple[str, ...] = ("fail", "skip")
 RUN_DTYPES: tuple[str, ...] = (*DTYPES, "auto")
@@ -160,7 +161,7 @@ class Predictor:
             log if callable(log) else (_stderr if log else (lambda _message: None))  # type: ignore[assignment]
         )
         self.loaded = models.load(model, task, max_seq_length, pooling, normalize)
-        if self.loaded.task == "question-answering" and doc_stride >= self.loaded.max_seq_length // 2:
+        if task_row(self.loaded.task).windows and doc_stride >= self.loaded.max_seq_length // 2:
             raise UsageError(
                 f"--doc-stride: {doc_stride} must be less than half of --max-seq-length {self.loaded.max_seq_length}"
             )

@@ -41,22 +41,10 @@ MIN_GAIN = 1.03  # a mode other than the baseline must be at least 3% faster: le
 TIMING_BATCHES = 3
 SELECT_SHARE = 0.15  # of the estimated eager run time, what choosing may cost (load and imports come on top)
 FUSION = "onednn"  # the TorchScript variant with oneDNN Graph (LLGA) fusion: `trace+onednn`
-# Expected cost of building a mode and warming it up, in eager forward passes of a reference batch of
-# REFERENCE_TOKENS padded tokens (32 rows x 128), the first batch's eager time per token times that.
-# Measured on all-MiniLM-L6-v2 (2 threads, AMD Zen5 and Intel Xeon): trace + freeze 3, ONNX export 5-6,
-# OpenVINO conversion 10. A mode not listed is assumed expensive. The runs verification and timing add
-# are counted from the batches themselves.
+# Expected cost of building a mode and warming it up: its row's build_cost, in eager forward passes of a
+# reference batch of REFERENCE_TOKENS padded tokens (32 rows x 128), the first batch's eager time per
+# token times that. The runs verification and timing add are counted from the batches themselves.
 REFERENCE_TOKENS = 32 * 128
-BUILD_COST: dict[str, float] = {
-    "eager": 0.0,
-    "trace-dict": 3.0,
-    "trace-tuple": 3.0,
-    "ipex": 4.0,
-    "export": 5.0,
-    "onnx": 6.0,
-    "openvino": 10.0,
-}
-DEFAULT_BUILD_COST = 12.0
 FUSION_COST = 1.0  # the fusion pass compiles oneDNN partitions on the first runs
 
 
@@ -209,8 +197,8 @@ def _missing(mode: str) -> str | None:
 
 
 def _build_cost(c: Candidate) -> float:
-    """Build + warm-up, in eager passes of the reference batch (see BUILD_COST)."""
-    cost = BUILD_COST.get(c.base, DEFAULT_BUILD_COST)
+    """Build + warm-up, in eager passes of the reference batch (the row's build_cost)."""
+    cost = table.backend(c.base).build_cost if c.base in table.MODES else table.UNMEASURED_BUILD_COST
     return cost + (FUSION_COST if c.mode.endswith(f"+{FUSION}") else 0.0)
 
 

@@ -6,6 +6,7 @@ Reducing right after each batch keeps memory flat: no per-token tensors are kept
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -14,6 +15,7 @@ import numpy as np
 
 from .models import LoadedModel
 from .rows import Row
+from .task_table import task_row
 
 MAX_ANSWER_TOKENS = 30  # run_qa's --max_answer_length default
 
@@ -286,10 +288,11 @@ class QuestionAnswering(Task):
         return {"answer": context[start:end], "start": start, "end": end, "score": score}
 
 
-TASK_CLASSES: dict[str, type[Task]] = {
-    cls.name: cls for cls in (FeatureExtraction, TextClassification, TokenClassification, QuestionAnswering)
-}
+def task_class(name: str) -> type[Task]:
+    """The Task class a task's row names ("module.Class" under pytest_jitcpu.inference)."""
+    module, _, cls = task_row(name).impl.rpartition(".")
+    return getattr(importlib.import_module(f"{__package__}.{module}"), cls)
 
 
 def make(loaded: LoadedModel, max_seq_length: int | None = None, doc_stride: int = 128) -> Task:
-    return TASK_CLASSES[loaded.task](loaded, max_seq_length or loaded.max_seq_length, doc_stride)
+    return task_class(loaded.task)(loaded, max_seq_length or loaded.max_seq_length, doc_stride)

@@ -18,6 +18,7 @@ import numpy as np
 from .. import nested
 from ..atomic import AtomicFile
 from ..settings import UsageError
+from .task_table import TASKS_TABLE, task_row
 
 
 def _jsonable(value: Any) -> Any:
@@ -59,9 +60,10 @@ class NpyWriter:
     at the end and the rows copied after it in chunks, so memory stays flat. A skipped row is a row of
     NaN, keeping row i = input row i."""
 
-    def __init__(self, path: str | Path) -> None:
+    def __init__(self, path: str | Path, column: str = "embedding") -> None:
         if str(path) == "-":
             raise UsageError("--output: .npy output needs a file name, not '-'")
+        self.column = column  # the output object's vector field (the task row's npy_column)
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._raw_path = self.path.with_name(f".{self.path.name}.{os.getpid()}.raw")
@@ -71,7 +73,7 @@ class NpyWriter:
         self._pending_nan = 0  # skipped rows before the first embedding fixed the width
 
     def write(self, obj: dict[str, Any]) -> None:
-        vector = obj.get("embedding")
+        vector = obj.get(self.column)
         if vector is None:
             if self.dim is None:
                 self._pending_nan += 1
@@ -112,7 +114,11 @@ class NpyWriter:
 
 def open_writer(path: str | Path, task: str) -> JsonlWriter | NpyWriter:
     if Path(str(path)).suffix.lower() == ".npy":
-        if task != "feature-extraction":
-            raise UsageError(f"--output: .npy is for feature-extraction embeddings; write {task} results as .jsonl")
-        return NpyWriter(path)
+        column = task_row(task).npy_column
+        if column is None:
+            vectors = [t.name for t in TASKS_TABLE if t.npy_column]
+            raise UsageError(
+                f"--output: .npy is for {' and '.join(vectors)} embeddings; write {task} results as .jsonl"
+            )
+        return NpyWriter(path, column)
     return JsonlWriter(path)

@@ -12,91 +12,11 @@ from collections import Counter
 from collections.abc import Iterable
 from typing import Any
 
-from .record import UNTESTED_MARK, Record
-from .report import counts_text
-from .settings import DTYPES, FAILING_STATUSES, MODES
+from ..record import UNTESTED_MARK, Record
+from ..statuses import FAIL, OK, WARN
+from .model import Model, column_order, counts_text, models, worst_first
 
-# How bad a status is, for "worst first": silently wrong numbers beat a reference that did not run.
-SEVERITY = {"mismatch": 5, "diverges": 4, "error": 3, "fallback": 2, "unavailable": 1, "pass": 0}
-FAIL, WARN, OK = "❌", "⚠️", "✅"
 CHARTS_OPEN = 10  # charts shown before the rest are folded into <details>
-
-
-class Model:
-    """The records of one (test, model) check: one row of the matrix."""
-
-    def __init__(self, nodeid: str, model: str) -> None:
-        self.nodeid = nodeid
-        self.model = model
-        self.records: dict[tuple[str, str], Record] = {}
-
-    @property
-    def counts(self) -> Counter[str]:
-        return Counter(r.status for r in self.records.values())
-
-    @property
-    def sign(self) -> str:
-        counts = self.counts
-        if any(counts[s] for s in FAILING_STATUSES):
-            return FAIL
-        return WARN if counts["fallback"] or self.untested else OK
-
-    @property
-    def untested(self) -> int:
-        """Passes that rest on the example alone (no other valid input could be tried)."""
-        return sum(r.untested for r in self.records.values())
-
-    @property
-    def rank(self) -> tuple[int, int, int]:
-        """Sort key: worst status first, then more non-passing checks first."""
-        counts = self.counts
-        worst = max((SEVERITY.get(s, 0) for s in counts), default=0)
-        failing = sum(n for s, n in counts.items() if s in FAILING_STATUSES)
-        other = sum(n for s, n in counts.items() if s != "pass")
-        return (-worst, -failing, -other)
-
-    def verdict(self) -> str:
-        counts = self.counts
-        parts = [f"{counts[s]} {s}" for s in sorted(counts, key=lambda s: -SEVERITY.get(s, 0)) if s != "pass"]
-        if self.untested:
-            parts.append(f"{self.untested} untested")
-        return ", ".join(parts) if parts else f"{counts['pass']} pass"
-
-    def speedups(self) -> list[tuple[str, float]]:
-        """(mode dtype, eager fp32 latency / latency) for every passing record with a latency."""
-        eager = self.records.get(("eager", "fp32"))
-        if eager is None or not eager.latency_ms:
-            return []
-        out = []
-        for (mode, dtype), r in self.records.items():
-            if r.latency_ms and r.status == "pass":  # the speed of a wrong answer is no offer
-                out.append((f"{mode} {dtype}", eager.latency_ms / r.latency_ms))
-        return out
-
-
-def models(records: Iterable[Record]) -> list[Model]:
-    """One Model per (test, model), in report order, each with its records in canonical column order."""
-    found: dict[tuple[str, str], Model] = {}
-    for r in records:
-        found.setdefault((r.nodeid, r.model), Model(r.nodeid, r.model)).records[(r.mode, r.dtype)] = r
-    for m in found.values():
-        m.records = {key: m.records[key] for key in _order(m.records)}
-    return list(found.values())
-
-
-def _order(keys: Iterable[tuple[str, str]]) -> list[tuple[str, str]]:
-    def key(k: tuple[str, str]) -> tuple[int, int]:
-        mode, dtype = k
-        return (
-            DTYPES.index(dtype) if dtype in DTYPES else len(DTYPES),
-            MODES.index(mode) if mode in MODES else len(MODES),
-        )
-
-    return sorted(keys, key=key)
-
-
-def worst_first(found: list[Model]) -> list[Model]:
-    return sorted(found, key=lambda m: m.rank)  # stable: ties keep the report's order
 
 
 def escape(text: str) -> str:
@@ -118,15 +38,30 @@ def status_cell(r: Record) -> str:
     return text
 
 
-def _matrix(rows: list[Model], columns: list[tuple[str, str]]) -> list[str]:
-    lines = [
-        "|  | test | model | verdict | " + " | ".join(f"{m} {d}" for m, d in columns) + " |",
-        "|---|---|---|---|" + "---|" * len(columns),
+def table(header: Iterable[str], rows: Iterable[Iterable[str]]) -> list[str]:
+    """A Markdown table; cells are written as given (escape text with :func:`escape`)."""
+    header = list(header)
+    return [
+        "| " + " | ".join(header) + " |",
+        "|" + "---|" * len(header),
+        *("| " + " | ".join(row) + " |" for row in rows),
     ]
-    for m in rows:
-        cells = [status_cell(m.records[c]) if c in m.records else "" for c in columns]
-        lines.append(f"| {m.sign} | `{m.nodeid}` | {escape(m.model)} | {m.verdict()} | " + " | ".join(cells) + " |")
-    return lines
+
+
+def _check(r: Record) -> list[str]:
+    """The cells that name a check: test, model, mode, dtype."""
+    return [f"`{r.nodeid}`", escape(r.model), r.mode, r.dtype]
+
+
+def _matrix(rows: list[Model], columns: list[tuple[str, str]]) -> list[str]:
+    return table(
+        ["", "test", "model", "verdict", *(f"{m} {d}" for m, d in columns)],
+        (
+            [m.sign, f"`{m.nodeid}`", escape(m.model), m.verdict()]
+            + [status_cell(m.records[c]) if c in m.records else "" for c in columns]
+            for m in rows
+        ),
+    )
 
 
 def chart(m: Model) -> list[str]:
@@ -181,7 +116,7 @@ def markdown(records: list[Record], environment: dict[str, Any], comparison: str
         " | ".join(counts_text({**counts, "untested": sum(r.untested for r in records)}, bold=True)),
         "",
     ]
-    columns = _order({(r.mode, r.dtype) for r in records})
+    columns = column_order({(r.mode, r.dtype) for r in records})
     if attention:
         lines += ["### Needs attention (worst first)", "", *_matrix(attention, columns), ""]
     if passing:
@@ -189,15 +124,18 @@ def markdown(records: list[Record], environment: dict[str, Any], comparison: str
         lines += [*_matrix(passing, columns), "", "</details>", ""]
     details = [r for m in found for r in m.records.values() if r.status != "pass"]
     if details:
-        lines += [
-            "### Not passing",
-            "",
-            "| test | model | mode | dtype | status | reason |",
-            "|---|---|---|---|---|---|",
-        ]
-        for r in details:
-            reason = (r.reason or "") + (f"; counterexample: {r.counterexample}" if r.counterexample else "")
-            lines.append(f"| `{r.nodeid}` | {escape(r.model)} | {r.mode} | {r.dtype} | {r.status} | {escape(reason)} |")
+        lines += ["### Not passing", ""]
+        lines += table(
+            ["test", "model", "mode", "dtype", "status", "reason"],
+            (
+                [
+                    *_check(r),
+                    r.status,
+                    escape((r.reason or "") + (f"; counterexample: {r.counterexample}" if r.counterexample else "")),
+                ]
+                for r in details
+            ),
+        )
         lines.append("")
     for r in details:
         if r.replay:
@@ -206,26 +144,19 @@ def markdown(records: list[Record], environment: dict[str, Any], comparison: str
     untested_records = [r for m in found for r in m.records.values() if r.untested]
     if untested_records:
         lines += [f"### Untested passes ({UNTESTED_MARK}: matched on the example only)", ""]
-        lines += ["| test | model | mode | dtype | why no other input was tried |", "|---|---|---|---|---|"]
-        for r in untested_records:
-            lines.append(f"| `{r.nodeid}` | {escape(r.model)} | {r.mode} | {r.dtype} | {escape(r.untested_reason)} |")
-        lines.append("")
+        header = ["test", "model", "mode", "dtype", "why no other input was tried"]
+        lines += [*table(header, ([*_check(r), escape(r.untested_reason)] for r in untested_records)), ""]
     unserializable = [r for r in records if r.serializable is False]
     if unserializable:
         lines += ["### Not serializable (torch.jit.save / load round trip)", ""]
-        lines += ["| test | model | mode | dtype | reason |", "|---|---|---|---|---|"]
-        for r in unserializable:
-            reason = escape(r.serializable_reason or "")
-            lines.append(f"| `{r.nodeid}` | {escape(r.model)} | {r.mode} | {r.dtype} | {reason} |")
-        lines.append("")
+        header = ["test", "model", "mode", "dtype", "reason"]
+        rows = ([*_check(r), escape(r.serializable_reason or "")] for r in unserializable)
+        lines += [*table(header, rows), ""]
     fused = [r for r in records if r.fused_ops]
     if fused:
-        lines += ["### Fused ops", "", "| test | model | mode | dtype | fused ops |", "|---|---|---|---|---|"]
-        for r in fused:
-            lines.append(
-                f"| `{r.nodeid}` | {escape(r.model)} | {r.mode} | {r.dtype} | {', '.join(r.fused_ops or [])} |"
-            )
-        lines.append("")
+        lines += ["### Fused ops", ""]
+        header = ["test", "model", "mode", "dtype", "fused ops"]
+        lines += [*table(header, ([*_check(r), ", ".join(r.fused_ops or [])] for r in fused)), ""]
     charts = [c for c in (chart(m) for m in found) if c]
     if charts:
         lines += [
@@ -247,3 +178,13 @@ def markdown(records: list[Record], environment: dict[str, Any], comparison: str
     while lines and not lines[-1]:
         lines.pop()
     return "\n".join(lines) + "\n"
+
+
+def render(
+    records: list[Record],
+    environment: dict[str, Any],
+    extra: dict[str, Any] | None = None,
+    comparison: str | None = None,
+) -> str:
+    """The report's text (``extra`` is for machine-readable formats; ``comparison`` is the baseline's section)."""
+    return markdown(records, environment, comparison)

@@ -14,18 +14,12 @@ from typing import Any
 
 import pytest
 
-from .record import Record
+from ..record import Record
+from ..statuses import status
+from .model import columns, models, sort_records, summary
 
 # Inline styles: the report's own CSS does not know these classes, and a self-contained report has no
-# other stylesheet to add them to.
-_COLOURS = {
-    "pass": "#2e7d32",
-    "mismatch": "#c62828",
-    "diverges": "#c62828",
-    "error": "#c62828",
-    "fallback": "#ef6c00",
-    "unavailable": "#757575",
-}
+# other stylesheet to add them to (the statuses' colours come from their table).
 _TABLE = 'class="jitcpu" style="border-collapse:collapse;margin:4px 0"'
 _CELL = 'style="border:1px solid #ccc;padding:2px 6px;text-align:left;vertical-align:top"'
 
@@ -34,9 +28,12 @@ def _num(value: float | None) -> str:
     return "" if value is None else f"{value:.3g}"
 
 
-def _status(status: str) -> str:
-    colour = _COLOURS.get(status, "inherit")
-    return f'<span class="jitcpu-{escape(status)}" style="color:{colour};font-weight:bold">{escape(status)}</span>'
+def _status(name: str) -> str:
+    try:
+        colour = status(name).colour
+    except KeyError:
+        colour = "inherit"
+    return f'<span class="jitcpu-{escape(name)}" style="color:{colour};font-weight:bold">{escape(name)}</span>'
 
 
 def _table(header: Iterable[str], rows: Iterable[Iterable[str]]) -> str:
@@ -76,15 +73,13 @@ def check_table(records: list[Record]) -> str:
 
 def matrix(records: list[Record]) -> str:
     """The session's test x (mode, dtype) matrix with the counts, for the report's summary."""
-    from .report import _columns, _rows, summary
-
-    columns = _columns(records)
+    cols = columns(records)
     rows = []
-    for (nodeid, model), by_check in _rows(records).items():
-        cells = [_status(by_check[c].status) if c in by_check else "" for c in columns]
-        rows.append([escape(nodeid), escape(model), *cells])
+    for m in models(records):
+        cells = [_status(m.records[c].status) if c in m.records else "" for c in cols]
+        rows.append([escape(m.nodeid), escape(m.model), *cells])
     counts = ", ".join(f"{n} {s}" for s, n in summary(records).items() if n)
-    header = ["test", "model", *(f"{m} {d}" for m, d in columns)]
+    header = ["test", "model", *(f"{m} {d}" for m, d in cols)]
     return (
         f'<div class="jitcpu-matrix"><h2>jitcpu compatibility matrix</h2><p>{escape(counts)} '
         f"({len(records)} checks)</p>" + _table(header, rows) + "</div>"
@@ -113,8 +108,6 @@ class HtmlHooks:
     def pytest_html_results_summary(
         self, prefix: list[str], summary: list[str], postfix: list[str], session: Any
     ) -> None:
-        from .report import sort_records
-
         records = sort_records(self.records())
         if records:
             postfix.append(matrix(records))

@@ -1,7 +1,8 @@
 """The CI gate: compare this run's records with a previous JSON report (``--jitcpu-baseline=PATH``).
 
-Checks are matched by (nodeid, model, mode, dtype). Statuses are ranked ``pass`` (best), then
-``fallback``, then ``mismatch`` / ``diverges`` / ``error`` (worst). A check *regressed* when
+Checks are matched by (nodeid, model, mode, dtype). Statuses are ranked by their row in
+:mod:`pytest_jitcpu.statuses`: ``pass`` (best), then ``fallback``, then ``mismatch`` / ``diverges`` /
+``error`` (worst). A check *regressed* when
 
 * its status rank got worse (``pass -> fallback``, ``pass -> diverges``, ``fallback -> mismatch`` ...),
 * it still passes but its max abs diff grew past the tolerance the baseline recorded for it (a loosened
@@ -21,11 +22,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .record import Record
-from .report import load
-from .settings import UsageError
+from ..record import Record
+from ..settings import UsageError
+from ..statuses import TABLE, WORST_RANK
+from . import markdown
+from .json import load
 
-RANK = {"pass": 0, "fallback": 1, "mismatch": 2, "diverges": 2, "error": 2}
+# unavailable has no rank: on either side it is an environment change, never a regression.
+RANK = {s.name: s.rank for s in TABLE if s.rank is not None}
 Key = tuple[str, str, str, str]
 
 
@@ -107,22 +111,26 @@ class Outcome:
 
     @property
     def markdown(self) -> str:
+        """The section the Markdown report ends with (written by the Markdown writer's table)."""
         lines = ["### Against the baseline", "", f"`{self.path}`: {self.headline.split(' against ')[0]}."]
         if self.changes:
-            lines += [
-                "",
-                "| change | test | model | mode | dtype | baseline | now | detail |",
-                "|---|---|---|---|---|---|---|---|",
-            ]
             order = ("regression", "improvement", "environment", "changed", "new", "missing")
-            for kind in order:
-                for c in self.of(kind):
-                    label = "**regression**" if kind == "regression" else kind
-                    detail = c.detail.replace("|", "\\|")
-                    lines.append(
-                        f"| {label} | `{c.nodeid}` | {c.model} | {c.mode} | {c.dtype} | "
-                        f"{c.before or ''} | {c.after or ''} | {detail} |"
-                    )
+            rows = (
+                [
+                    "**regression**" if kind == "regression" else kind,
+                    f"`{c.nodeid}`",
+                    markdown.escape(c.model),
+                    c.mode,
+                    c.dtype,
+                    c.before or "",
+                    c.after or "",
+                    markdown.escape(c.detail),
+                ]
+                for kind in order
+                for c in self.of(kind)
+            )
+            header = ["change", "test", "model", "mode", "dtype", "baseline", "now", "detail"]
+            lines += ["", *markdown.table(header, rows)]
         return "\n".join(lines)
 
     def to_json(self) -> dict[str, Any]:
@@ -194,7 +202,7 @@ def _diff(k: Key, was: Record, now: Record) -> Change | None:
         reason = now.reason or ""
         if "unavailable" in (was.status, now.status):
             return _change("environment", k, was.status, now.status, reason)
-        old, new = RANK.get(was.status, 2), RANK.get(now.status, 2)
+        old, new = RANK.get(was.status, WORST_RANK), RANK.get(now.status, WORST_RANK)
         if new > old:
             return _change("regression", k, was.status, now.status, _with_counterexample(reason, now))
         if new < old:
