@@ -5,7 +5,8 @@ table made from ``pytest_jitcpu.backends.table.BACKENDS`` (modes) or from what
 ``pytest_jitcpu.options.add_options`` registers with pytest (options), so the docs cannot drift from the
 code. A marker with no generator fails the build. Pages other branches add (``OPTIONAL_PAGES``) join the
 nav when their file exists, and the benchmark results under ``benchmarks/results/`` are published beside
-the docs so the benchmarks page links them instead of copying their numbers.
+the docs so the benchmarks page links them instead of copying their numbers. MkDocs is imported only in
+the hooks that need it, so the tests can build the tables without it.
 """
 
 from __future__ import annotations
@@ -16,9 +17,6 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
-
-from mkdocs.exceptions import PluginError
-from mkdocs.structure.files import File, Files
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -31,7 +29,8 @@ def _code(name: str) -> Any:
         sys.path.insert(0, str(ROOT))
     return importlib.import_module(name)
 
-# (title, file) of pages that may or may not exist yet; each joins the nav after AFTER[file] when present.
+
+# (title, file) of pages that may or may not exist yet: those present join the nav after AFTER.
 OPTIONAL_PAGES: tuple[tuple[str, str], ...] = (
     ("AOTInductor", "aoti.md"),
     ("Attention implementations", "attention.md"),
@@ -112,6 +111,8 @@ GENERATORS: dict[str, Callable[[], str]] = {"modes": modes_table, "options": opt
 
 
 def on_page_markdown(markdown: str, page: Any, **_kwargs: Any) -> str:
+    from mkdocs.exceptions import PluginError
+
     def replace(match: re.Match[str]) -> str:
         name = match.group(1)
         if name not in GENERATORS:
@@ -136,8 +137,10 @@ def on_config(config: Any, **_kwargs: Any) -> Any:
     return config
 
 
-def on_files(files: Files, config: Any, **_kwargs: Any) -> Files:
+def on_files(files: Any, config: Any, **_kwargs: Any) -> Any:
     """Publish benchmarks/results/*.md as pages of the site (linked from the benchmarks page)."""
+    from mkdocs.structure.files import File
+
     for path in sorted((ROOT / "benchmarks" / "results").glob("*.md")):
         files.append(File.generated(config, f"benchmarks/results/{path.name}", abs_src_path=str(path)))
     return files
