@@ -4,8 +4,8 @@ A page holds a marker such as ``<!-- generated: modes -->``; ``on_page_markdown`
 table made from ``pytest_jitcpu.backends.table.BACKENDS`` (modes) or from what
 ``pytest_jitcpu.options.add_options`` registers with pytest (options), so the docs cannot drift from the
 code. A marker with no generator fails the build. Pages other branches add (``OPTIONAL_PAGES``) join the
-nav when their file exists, and the benchmark results under ``benchmarks/results/`` are published beside
-the docs so the benchmarks page links them instead of copying their numbers. MkDocs is imported only in
+nav when their file exists (any other page not in the nav is appended, titled by its first heading), and
+the benchmark results under ``benchmarks/results/`` are published beside the docs so pages link them. MkDocs is imported only in
 the hooks that need it, so the tests can build the tables without it.
 """
 
@@ -122,18 +122,25 @@ def on_page_markdown(markdown: str, page: Any, **_kwargs: Any) -> str:
     return MARKER.sub(replace, markdown)
 
 
+def _title(path: Path) -> str:
+    """A page's first ``# `` heading, else its file name."""
+    for line in path.read_text(encoding="utf-8").splitlines():
+        if line.startswith("# "):
+            return line[2:].strip()
+    return path.stem
+
+
 def on_config(config: Any, **_kwargs: Any) -> Any:
-    """Add the optional pages that exist to the nav, after the migration map."""
+    """Add the optional pages that exist after the migration map, then any other page the nav misses."""
     docs = Path(config["docs_dir"])
-    present = [{title: name} for title, name in OPTIONAL_PAGES if (docs / name).is_file()]
     nav = config["nav"]
-    if nav is None or not present:
-        return config
-    for i, entry in enumerate(nav):
-        if isinstance(entry, dict) and AFTER in entry.values():
-            nav[i + 1 : i + 1] = present
-            return config
-    nav.extend(present)
+    if nav is None:
+        return config  # no nav: MkDocs lists every page itself
+    present = [{title: name} for title, name in OPTIONAL_PAGES if (docs / name).is_file()]
+    at = next((i + 1 for i, entry in enumerate(nav) if isinstance(entry, dict) and AFTER in entry.values()), len(nav))
+    nav[at:at] = present
+    listed = {value for entry in nav if isinstance(entry, dict) for value in entry.values()}
+    nav.extend({_title(path): path.name} for path in sorted(docs.glob("*.md")) if path.name not in listed)
     return config
 
 
