@@ -171,6 +171,16 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--normalize", action=argparse.BooleanOptionalAction, default=None, help="L2-normalize embeddings")
     run.add_argument("--summary", default=None, metavar="PATH", help="also write the run's summary as JSON")
     run.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None, help="default: on a TTY")
+    # pytest's -q/-v: by default the decision in one line, the progress bar and the final line
+    run.add_argument(
+        "-v",
+        "--verbose",
+        action="count",
+        default=0,
+        help="also print the model's notes (task, pooling) and every candidate auto tried, with its status, "
+        "latency and reason",
+    )
+    run.add_argument("-q", "--quiet", action="count", default=0, help="print only warnings, errors and the final line")
     ray = run.add_argument_group("Ray (pip install 'pytest-jitcpu[ray]')")
     ray.add_argument(
         "--ray",
@@ -197,6 +207,11 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--bf16", action="store_true", help="alias: --dtype bf16")
     run.add_argument("--no_cuda", action="store_true", help="accepted and ignored: this runs on CPU")
     return parser
+
+
+def _verbosity(args: argparse.Namespace) -> int:
+    """-v minus -q, as pytest counts them: 0 by default."""
+    return args.verbose - args.quiet
 
 
 def _mode(args: argparse.Namespace) -> str:
@@ -294,6 +309,7 @@ def _run(args: argparse.Namespace) -> int:
         pooling=args.pooling,
         normalize=args.normalize,
         cache=args.cache,
+        verbose=_verbosity(args),
     )
     try:
         summary = predictor.run(args.input, args.output, args.input_format, args.progress)
@@ -316,7 +332,7 @@ def _run(args: argparse.Namespace) -> int:
     if summary.rows == 0:
         _err(f"jitcpu run: warning: {args.input} has no rows; the output is empty")
     _err(f"jitcpu run: {summary.line()}")
-    if args.output != "-":
+    if args.output != "-" and _verbosity(args) >= 0:
         _err(f"jitcpu run: wrote {args.output}")
     return EXIT_OK
 

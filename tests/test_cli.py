@@ -124,11 +124,13 @@ def test_the_guides_flags_translate(folders, tmp_path, capsys):
     out = tmp_path / "out.jsonl"
     argv = ["run", "--model_name_or_path", str(folders["cls"]), "--input", str(source), "--output", str(out)]
     assert (
-        main([*argv, "--no_cuda", "--jit_mode_eval", "--max_seq_length", "32", "--per_device_eval_batch_size", "4"])
+        main(
+            [*argv, "--no_cuda", "--jit_mode_eval", "--max_seq_length", "32", "--per_device_eval_batch_size", "4", "-v"]
+        )
         == 0
     )
     err = capsys.readouterr().err
-    assert "task: text-classification (from the model folder" in err
+    assert "task: text-classification (from the model folder" in err  # the model's notes come with -v
     assert "running trace/fp32: verified on" in err and "mode trace/fp32" in err
     assert len(read_jsonl(out)) == len(SENTENCES)
     assert main([*argv, "--use_ipex", "--bf16"]) == 0  # no IPEX here: the reason, then eager in bf16

@@ -65,7 +65,13 @@ def test_embeddings_equal_an_independent_eager_computation_in_input_order(folder
 def test_auto_picks_a_verified_mode_and_says_why(folders):
     lines: list[str] = []
     result = run(
-        folders["st"], rows=SENTENCES, mode="auto", dtype="fp32", candidates="eager,trace,trace-tuple", log=lines.append
+        folders["st"],
+        rows=SENTENCES,
+        mode="auto",
+        dtype="fp32",
+        candidates="eager,trace,trace-tuple",
+        log=lines.append,
+        verbose=1,  # the candidate table too
     )
     decision = result.decision
     statuses = {c.name: c.status for c in decision.candidates}
@@ -90,7 +96,7 @@ def _wrong_trace(model, inputs, dtype):
 def test_auto_never_picks_a_mode_that_does_not_match_eager(folders, monkeypatch):
     monkeypatch.setattr(trace_backend, "build_dict", _wrong_trace)
     lines: list[str] = []
-    result = run(folders["st"], rows=SENTENCES, dtype="fp32", candidates="eager,trace", log=lines.append)
+    result = run(folders["st"], rows=SENTENCES, dtype="fp32", candidates="eager,trace", log=lines.append, verbose=1)
     trace = next(c for c in result.decision.candidates if c.mode == "trace-dict")
     assert trace.status == "mismatch" and trace.ms is None
     assert result.decision.name == "eager/fp32"
@@ -176,7 +182,7 @@ def test_over_long_rows_are_truncated_and_counted(folders):
 
 def test_plain_encoder_uses_mean_pooling_without_normalizing(folders):
     lines: list[str] = []
-    result = run(folders["plain"], rows=SENTENCES[:4], mode="eager", log=lines.append)
+    result = run(folders["plain"], rows=SENTENCES[:4], mode="eager", log=lines.append, verbose=1)  # notes: -v
     assert any("pooling: mean (default for a plain encoder)" in line for line in lines)
     assert not np.allclose(np.linalg.norm(result.embeddings, axis=1), 1.0)
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -116,8 +117,46 @@ def test_a_few_dozen_rows_build_nothing_but_eager(model, monkeypatch):
     tried = {c.name: c.status for c in result.decision.candidates if c.mode != "eager" or c.dtype != "fp32"}
     assert tried and set(tried.values()) <= {"skipped", "unavailable"}
     assert "this input is small" in result.decision.reason
-    assert any("not tried: ~" in line and "budget for choosing" in line for line in lines)
+    assert all("budget for choosing" in c.reason for c in result.decision.candidates if c.status == "skipped")
+    # quiet by default: the decision in one line, no candidate table
+    assert [line for line in lines if line.startswith("jitcpu: running")] == [
+        f"jitcpu: running eager/fp32: {result.decision.reason}"
+    ]
+    assert not any("not tried: ~" in line or line.startswith("  ") for line in lines)
     assert len(result) == len(TEXTS)
+
+
+def test_verbose_lists_every_candidate_with_its_reason(model):
+    lines: list[str] = []
+    result = run(model, rows=TEXTS, batch_size=4, log=lines.append, verbose=1)
+    table_lines = [line for line in lines if line.startswith("  ")]
+    for c in result.decision.candidates:
+        assert any(line.split()[:2] == [c.name, c.status] for line in table_lines), (c.name, lines)
+    assert any("not tried: ~" in line and "budget for choosing" in line for line in table_lines)
+    assert any(line.startswith("jitcpu: mode auto: checked ") for line in lines)
+    assert any(line.startswith("jitcpu: pooling: ") for line in lines)  # the model's notes come with -v
+
+
+def test_the_build_estimate_of_a_tiny_input_is_on_the_scale_of_its_eager_pass(model):
+    """Two short rows: a build is priced in passes of the batch it is built on, not scaled up to 32 x 128
+    tokens from a per-token time that on two rows is nearly all fixed overhead (once ~276 s for a trace)."""
+    decision = Predictor(model, "feature-extraction", dtype="fp32", log=quiet).decide(["a cat", "a dog"])
+    eager_s = decision.kept[0][1] / 1000  # the first (and only) batch's eager time
+    skipped = [c for c in decision.candidates if c.status == "skipped"]
+    assert skipped, [(c.name, c.status, c.reason) for c in decision.candidates]
+    most = selection.DEFAULT_BUILD_COST + selection.FUSION_COST + 3  # + its verification and timing runs
+    for c in skipped:
+        value, unit = re.search(r"~([0-9.e+-]+) (ms|s) to build", c.reason).groups()
+        cost = float(value) / (1000 if unit == "ms" else 1)
+        assert 0 < cost <= most * eager_s * 1.05, (c.name, c.reason, eager_s)  # 2 digits printed
+
+
+def test_the_build_unit_scales_large_batches_down_and_never_small_ones_up():
+    ref = selection.REFERENCE_TOKENS
+    assert selection.build_unit_s(2.0, 2 * ref) == pytest.approx(1.0)  # per token, as before
+    assert selection.build_unit_s(0.4, 20) == pytest.approx(0.4)  # was 0.4 / 20 * 4096 = 81.9 s
+    assert selection.build_unit_s(0.5, ref) == pytest.approx(0.5)
+    assert [selection.seconds(s) for s in (0.00031, 0.042, 6.71)] == ["0.31 ms", "42 ms", "6.7 s"]
 
 
 def test_a_large_input_pays_for_trying_the_candidates(model, monkeypatch):
@@ -220,19 +259,32 @@ def test_cache_key_changes_with_the_model_weights(model, tmp_path):
     assert cache.fingerprint(copy) != cache.fingerprint(model)
 
 
-def test_command_line_auto_on_a_tiny_input_says_it_kept_eager(model, tmp_path):
+@pytest.mark.parametrize("verbosity", ["", "-v", "-q"])
+def test_command_line_auto_on_a_tiny_input_says_it_kept_eager(model, tmp_path, verbosity):
     src = tmp_path / "in.txt"
     src.write_text("\n".join(TEXTS) + "\n", encoding="utf-8")
     out = tmp_path / "out.npy"
     argv = [sys.executable, "-m", "pytest_jitcpu.cli", "run", str(model), "--task", "feature-extraction"]
     argv += ["--input", str(src), "--output", str(out), "--batch-size", "4", "--no-progress"]
     proc = subprocess.run(
-        argv,
+        [*argv, *([verbosity] if verbosity else [])],
         check=False,
         capture_output=True,
         text=True,
         timeout=300,
     )
     assert proc.returncode == 0, proc.stderr
-    assert "kept the outputs of 1 batch:" in proc.stderr and "this input is small" in proc.stderr
+    lines = proc.stderr.splitlines()
+    assert lines[-2 if verbosity != "-q" else -1].startswith(f"jitcpu run: {len(TEXTS)} rows ({len(TEXTS)} ok)")
+    decision = [line for line in lines if line.startswith("jitcpu: running eager/fp32: this input is small")]
+    table_lines = [line for line in lines if line.startswith("  ")]
+    if verbosity == "-v":  # the candidate table, each skipped one with its estimate, and the model's notes
+        assert "kept the outputs of 1 batch:" in proc.stderr and len(decision) == 1
+        assert any("not tried: ~" in line for line in table_lines)
+        assert any(line.startswith("jitcpu: pooling: ") for line in lines)
+    elif verbosity == "":  # the decision in one line, then the final lines
+        assert len(decision) == 1 and not table_lines and "kept the outputs" not in proc.stderr
+        assert lines == [decision[0], lines[-2], f"jitcpu run: wrote {out}"], proc.stderr
+    else:  # -q: the final line only
+        assert len(lines) == 1, proc.stderr
     np.testing.assert_allclose(np.load(out), mean_pooled(model, TEXTS).numpy(), atol=2e-5)

@@ -450,6 +450,7 @@ def cli_run(args: Any, model: str | None, mode: str, dtype: str) -> int:
             candidates=args.candidates,
             pooling=args.pooling,
             normalize=args.normalize,
+            verbose=args.verbose - args.quiet,
         )
     except ModelFailed as exc:
         _stderr(f"jitcpu run: {exc}; no output written")
@@ -466,6 +467,6 @@ def cli_run(args: Any, model: str | None, mode: str, dtype: str) -> int:
         write_text(args.summary, json.dumps(summary.to_json(), indent=2) + "\n")
     _stderr(f"jitcpu run: {summary.line()}")
     for target in (args.output, summary.shards):
-        if target:
+        if target and args.verbose >= args.quiet:
             _stderr(f"jitcpu run: wrote {target}")
     return 0

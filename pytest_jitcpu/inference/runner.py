@@ -134,6 +134,7 @@ class Predictor:
         normalize: bool | None = None,
         log: Callable[[str], None] | bool = True,
         cache: bool | None = None,
+        verbose: int = 0,
     ) -> None:
         start = time.perf_counter()
         self.mode = selection.parse_mode(mode)
@@ -160,6 +161,9 @@ class Predictor:
         self.log: Callable[[str], None] = (
             log if callable(log) else (_stderr if log else (lambda _message: None))  # type: ignore[assignment]
         )
+        # Like pytest's -q/-v: 0 says the decision in one line; 1 adds the model's notes and every candidate
+        # with its status, timing and reason; -1 only warnings. The summary is the caller's to print.
+        self.verbose = int(verbose)
         self.loaded = models.load(model, task, max_seq_length, pooling, normalize)
         if task_row(self.loaded.task).windows and doc_stride >= self.loaded.max_seq_length // 2:
             raise UsageError(
@@ -170,7 +174,7 @@ class Predictor:
         self.runner: ModeRunner | None = None
         self.summary = Summary(task=self.loaded.task, max_seq_length=self.loaded.max_seq_length)
         self.load_s = time.perf_counter() - start
-        for note in self.loaded.notes:
+        for note in self.loaded.notes if self.verbose > 0 else ():
             self.log(f"jitcpu: {note}")
         self._pad_id = self.loaded.tokenizer.pad_token_id
         if self._pad_id is None:
@@ -231,12 +235,12 @@ class Predictor:
             elif key and self.decision.stale:
                 cache_module.put(key, None)
         d = self.decision
-        if d.candidates:
+        if d.candidates and self.verbose > 0:
             tried = ", ".join(dict.fromkeys(selection.display(c.mode) for c in d.candidates))
             kept = f"; kept the outputs of {len(d.kept)} batch{'es' if len(d.kept) != 1 else ''}" if d.kept else ""
             self.log(
                 f"jitcpu: mode {self.mode}: checked {tried} ({'/'.join(dtypes)}) on real batches of this input "
-                f"in {d.seconds:.1f} s{kept}:"
+                f"in {selection.seconds(d.seconds)}{kept}:"
             )
             for line in d.lines():
                 self.log(line)
@@ -244,7 +248,8 @@ class Predictor:
             if self.mode == "auto" and skipped:
                 why = "; ".join(f"{m}: {selection.NOT_IN_AUTO[m]}" for m in skipped)
                 self.log(f"  not tried ({why}); add them with --candidates")
-        self.log(f"jitcpu: running {d.name}: {d.reason}")
+        if self.verbose >= 0:
+            self.log(f"jitcpu: running {d.name}: {d.reason}")
         eager = d.built
         if d.mode != "eager":
             eager = backends.build("eager", module, first, d.dtype)

@@ -196,6 +196,26 @@ def _missing(mode: str) -> str | None:
     return None
 
 
+def build_unit_s(first_s: float, tokens: int) -> float:
+    """The unit of BUILD_COST, one eager pass of the reference batch, from the first batch's eager time.
+
+    A batch of REFERENCE_TOKENS or more scales down to it by tokens (eager time is about linear in tokens
+    there). A smaller batch's time is mostly fixed per-call overhead, and the first call also pays the
+    process's warm-up, so scaling it up by tokens multiplied that overhead (a 2-row input priced a trace at
+    ~276 s); such a batch is the one the modes are built on, so its own pass is the unit.
+    """
+    return min(first_s, first_s / max(tokens, 1) * REFERENCE_TOKENS)
+
+
+def seconds(s: float) -> str:
+    """A duration as people read it: 0.31 ms, 42 ms, 6.7 s (a tiny input's costs are milliseconds)."""
+    if s < 0.01:
+        return f"{s * 1000:.2g} ms"
+    if s < 1:
+        return f"{s * 1000:.0f} ms"
+    return f"{s:.1f} s"
+
+
 def _build_cost(c: Candidate) -> float:
     """Build + warm-up, in eager passes of the reference batch (the row's build_cost)."""
     cost = table.backend(c.base).build_cost if c.base in table.MODES else table.UNMEASURED_BUILD_COST
@@ -268,7 +288,7 @@ def choose(
     reference(0)
     # The estimate: eager time is about proportional to padded tokens (measured on the first batch).
     token_s = kept[0][1] / 1000 / max(plan.tokens[0], 1)
-    unit_s = token_s * REFERENCE_TOKENS
+    unit_s = build_unit_s(kept[0][1] / 1000, plan.tokens[0])
     scale = max(1.0, (plan.expected_rows or plan.rows) / max(plan.rows, 1))
     estimate_s = token_s * sum(plan.tokens) * scale
     budget_s = None if explicit or not timed else SELECT_SHARE * estimate_s
@@ -305,8 +325,8 @@ def choose(
         if budgeted and budget_s is not None and spent_s() + cost_s > budget_s:
             c.status = "skipped"
             c.reason = (
-                f"not tried: ~{cost_s:.1f} s to build and verify, over this input's budget for choosing "
-                f"({budget_s:.1f} s = {SELECT_SHARE:.0%} of ~{estimate_s:.1f} s in eager)"
+                f"not tried: ~{seconds(cost_s)} to build and verify, over this input's budget for choosing "
+                f"({seconds(budget_s)} = {SELECT_SHARE:.0%} of ~{seconds(estimate_s)} in eager)"
             )
             return
         try:
@@ -374,7 +394,7 @@ def choose(
         pick = base
         if candidates and all(c.status == "skipped" for c in candidates if c.status != "unavailable"):
             reason = (
-                f"this input is small (~{estimate_s:.1f} s in eager): building another mode would cost more "
+                f"this input is small (~{seconds(estimate_s)} in eager): building another mode would cost more "
                 f"than it could save (name them with --candidates to try them anyway)"
             )
         else:
