@@ -1,7 +1,7 @@
 """What building a mode really costs next to one eager pass of the batch it is built on, for a tiny input
 and for the reference batch (32 rows x 128 tokens) that ``jitcpu run --mode auto`` scales its estimates to.
 
-``auto`` estimates a candidate's build + warm-up as BUILD_COST eager passes (inference/selection.py). This
+``auto`` estimates a candidate's build + warm-up as its backend row's ``build_cost`` in eager passes (backends/table.py). This
 measures, on the real all-MiniLM-L6-v2, each shape in a fresh process (so the first eager call pays the
 process's one-time warm-up, as in a real run): the first eager call, a warm eager call, and build + first run
 of each mode on that batch; then prints what ``auto`` estimated for it.
@@ -22,6 +22,13 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 SHAPES = ((2, 12), (32, 128))
+
+
+def _cost(mode: str) -> float:
+    """The build cost auto assumes for a mode, in eager passes (its backend row's)."""
+    from pytest_jitcpu.backends import table
+
+    return table.backend(mode).build_cost if mode in table.MODES else table.UNMEASURED_BUILD_COST
 
 
 def _one(rows: int, length: int, modes: list[str], threads: int) -> dict:
@@ -64,7 +71,7 @@ def _estimates(out: dict, tokens: int, modes: list[str]) -> dict[str, float]:
     from pytest_jitcpu.inference import selection
 
     unit = selection.build_unit_s(out["eager_first_s"], tokens)
-    return {m: selection.BUILD_COST.get(m.partition("+")[0], selection.DEFAULT_BUILD_COST) * unit for m in modes}
+    return {m: _cost(m.partition("+")[0]) * unit for m in modes}
 
 
 def main() -> None:
