@@ -479,9 +479,8 @@ def _phrase(ctx: CheckContext, sizes: dict[str, int], example: bool = False) -> 
             + (f" (the example's {domain.sizes['height']}x{domain.sizes['width']})" if example else "")
         )
     for name, size in rest.items():
-        role = domain.role(name)
-        what = ROLES.get(role, name) if role != "declared" else name
-        what = name if name not in ("batch", "seq", "time", "height", "width") else what
+        # A default name says its role ("sequence length"); a declared or second one is shown as it is.
+        what = ROLES[domain.role(name)] if name in ("batch", "seq", "time", "height", "width") else name
         parts.append(f"{what} {size}" + (f" (the example's {domain.sizes.get(name)})" if example else ""))
     return " and ".join(parts)
 

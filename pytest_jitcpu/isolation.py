@@ -262,7 +262,8 @@ def _crash_divergence(
             dtype=dtype,
             tolerances=tolerances,
             reproduces=lambda example, counterexample: False,
-            what=f"{how} on `counterexample` (run it isolated: --jitcpu-isolate=true, the default)",
+            what=f"{how} on `counterexample`",
+            crashed=True,
         )
     except Exception as exc:  # noqa: BLE001 - inputs a snippet cannot hold keep the summary only
         rec.notes.append(f"no replay snippet: {exc}")

@@ -31,14 +31,15 @@ from .settings import (
     parse_modes,
 )
 
-MARKER_KWARGS = ("modes", "dtypes", "atol", "rtol", "fallback", "untested", "examples", "generate")
+MARKER_KWARGS = ("modes", "dtypes", "atol", "rtol", "fallback", "untested", "examples", "generate", "dynamic")
 MARKER_LINE = (
     "jitcpu(modes=None, dtypes=None, atol=None, rtol=None, fallback=None, untested=None, examples=None, "
-    "generate=None): check models given to the "
+    "generate=None, dynamic=None): check models given to the "
     f"jitcpu fixture in these modes ({', '.join(MODES)}) and dtypes ({', '.join(DTYPES)}), with these tolerances "
     f"and fallback policy ({', '.join(FALLBACK_POLICIES)}), untested policy ({', '.join(UNTESTED_POLICIES)}); "
     "generate= makes the inputs the search tries (a callable, e.g. factory(batch_size=, seq_length=), a list or "
     "a Hypothesis strategy; in a module's pytestmark it serves every test there, a test's own marker wins); "
+    "dynamic= declares the input domain as torch.export does, e.g. {'pixel_values': {0: 'batch'}} (False: static); "
     "unset values come from the command line, JITCPU_* environment variables and jitcpu_* ini keys."
 )
 

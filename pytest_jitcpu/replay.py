@@ -120,6 +120,7 @@ def snippet(
     tolerances: dict[str, float],
     reproduces: Callable[[Inputs, Inputs], bool],
     what: str = "differs from eager on `counterexample`",
+    crashed: bool = False,
 ) -> str:
     """The shortest snippet (compact first, then every value written out) whose inputs ``reproduces``."""
     verified = False
@@ -134,7 +135,10 @@ def snippet(
             break
     options = f"modes=[{mode!r}], dtypes=[{dtype!r}]" + "".join(f", {k}={v!r}" for k, v in tolerances.items())
     head = f"# pytest-jitcpu replay: {model} {mode}/{dtype} {what}"
-    if not verified:
+    if crashed:  # isolated, so that the crash is a record again and not the end of this process
+        options += ", isolate=True"
+        head += "\n# (written by the parent process after the crash: not re-run, it would crash again)"
+    elif not verified:
         head += "\n# (not confirmed when written: the divergence did not repeat in a second run)"
     return "\n".join(
         [

@@ -382,7 +382,7 @@ def test_markers_show_the_jitcpu_signature(pytester: pytest.Pytester) -> None:
     result.stdout.fnmatch_lines(
         [
             "@pytest.mark.jitcpu(modes=None, dtypes=None, atol=None, rtol=None, fallback=None, untested=None, examples=None, "
-            "generate=None): "
+            "generate=None, dynamic=None): "
             "check models given to the jitcpu fixture in these modes (eager, trace-dict, trace-tuple*"
         ]
     )
