@@ -219,29 +219,38 @@ def _with_axes(plan: Plan, config: Any, domain: Domain) -> Plan:
     return replace(plan, specs=tuple(new_specs), axes=tuple(axes.values()))
 
 
+def _probe_sizes(axis: Axis) -> list[int]:
+    """The sizes an axis is probed with: one larger, one smaller, and twice the example's (a model that
+    takes only multiples of its patch or window size rejects the first two)."""
+    return [
+        n
+        for n in dict.fromkeys((axis.size + 1, axis.size - 1, 2 * axis.size))
+        if 1 <= n <= axis.high and n != axis.size
+    ]
+
+
 def settle(plan: Plan, accepts: Callable[[Inputs], bool]) -> Plan:
-    """Keep an axis varying only if eager ``accepts`` inputs with that size one larger or one smaller;
-    an axis eager rejects both ways (hidden size, channels, a fixed image size) stays at its size."""
+    """Keep an axis varying only if eager ``accepts`` inputs with another size of it (:func:`_probe_sizes`);
+    an axis eager rejects every way (hidden size, channels, a fixed image size) stays at its size."""
     settled: list[Axis] = []
+    sizes = {a.name: a.size for a in plan.axes}
     for axis in plan.axes:
-        sizes = {a.name: a.size for a in plan.axes}
-        larger = axis.high > axis.size and accepts(materialize(plan, {**sizes, axis.name: axis.size + 1}, _Fixed()))
-        smaller = axis.size > 1 and accepts(materialize(plan, {**sizes, axis.name: axis.size - 1}, _Fixed()))
-        if larger or smaller:
-            settled.append(replace(axis, low=1, high=axis.high if larger else axis.size))
+        taken = [n for n in _probe_sizes(axis) if accepts(materialize(plan, {**sizes, axis.name: n}, _Fixed()))]
+        if taken:
+            settled.append(replace(axis, low=1, high=axis.high if max(taken) > axis.size else axis.size))
         else:
             settled.append(replace(axis, low=axis.size, high=axis.size))
     return replace(plan, axes=tuple(settled))
 
 
 def resized(plan: Plan) -> list[Variation]:
-    """For each varying axis, the example's shape with that axis one larger and one smaller (values drawn
-    as :func:`settle` drew them, so eager's outputs are cached already): tried first, they show at once an
-    artifact or a trace that keeps a dim of the domain static."""
+    """For each varying axis, the example's shape with that axis resized as :func:`settle` probed it
+    (values drawn the same way, so eager's outputs are cached already): tried after the free search, they
+    show an artifact or a trace that keeps a dim of the domain static even when no draw hit that dim."""
     sizes = {a.name: a.size for a in plan.axes}
     made = []
     for axis in plan.varying:
-        for size in (axis.size + 1, axis.size - 1):
+        for size in _probe_sizes(axis):
             if axis.low <= size <= axis.high:
                 inputs = materialize(plan, {**sizes, axis.name: size}, _Fixed())
                 made.append(Variation("resized", f"{axis.name} {size} instead of {axis.size}", inputs))

@@ -26,7 +26,8 @@ from .inputs import Inputs
 
 # kind -> what it changes (the kinds are tried in the order :func:`variations` builds them).
 KINDS: dict[str, str] = {
-    "resized": "the example's shape with one dim of the input domain one larger or smaller (values generated)",
+    "resized": "the example's shape with one dim of the input domain one larger, one smaller or twice its size "
+    "(values generated)",
     "batch-1": "one row of the example (batch 1)",
     "more-rows": "more rows than the example (its rows repeated)",
     "permuted-rows": "the example's rows in another order",

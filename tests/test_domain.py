@@ -55,7 +55,8 @@ class Windows(torch.nn.Module):
 
     def forward(self, pixel_values):
         c, h, w = (int(s) for s in pixel_values.shape[1:])
-        windows = pixel_values.reshape(-1, c, h // 4, 4, w // 4, 4)
+        cropped = pixel_values[:, :, : h // 4 * 4, : w // 4 * 4]  # whole windows only: any size is taken
+        windows = cropped.reshape(-1, c, h // 4, 4, w // 4, 4)
         return windows.mean(dim=(3, 5)).flatten(1)
 
 
