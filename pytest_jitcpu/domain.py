@@ -7,7 +7,8 @@ inside it (other sizes of its dims, other values), and the record states it.
 
 Defaults by the role of a dim, wide on purpose (a false pass is the failure this tool exists to prevent):
 
-* batch: dim 0, when every tensor input shares its size;
+* batch: dim 0, when every tensor input shares its size (or holds a whole number of rows per example:
+  a vision tower's flattened patches, ``rows of pixel_values``);
 * sequence: the dims of integer tensors (token ids, masks, token types) after the batch, except a short
   last dim of a 3+-d one (coordinates, e.g. a bounding box's 4);
   dim 1 of a float ``[batch, seq, features]`` input;
@@ -199,10 +200,14 @@ def by_roles(inputs: Any) -> Domain:
     dims: list[Dim] = []
     sizes: dict[str, int] = {}
     batch_sizes = {int(t.shape[0]) for _, t in tensors} | _nested_batch_sizes(inputs)
-    if len(batch_sizes) == 1:
-        for key, _ in tensors:
-            dims.append(Dim(key, 0, "batch", "batch"))
-        sizes["batch"] = batch_sizes.pop()
+    batch = min(batch_sizes) if batch_sizes else 0
+    # The batch is dim 0 of every tensor; a tensor whose dim 0 is a multiple k of it holds k rows per
+    # example (a vision tower's flattened patches): its dim 0 is the batch's rows, resized with it.
+    if batch >= 1 and all(n % batch == 0 for n in batch_sizes):
+        for key, t in tensors:
+            name = "batch" if t.shape[0] == batch else f"rows of {_key(key)}"
+            dims.append(Dim(key, 0, name, "batch"))
+            sizes[name] = int(t.shape[0])
     # One name per (family, size): ids and their mask share "seq"; an image's height and a token
     # sequence of the same size do not.
     names: dict[tuple[str, int], str] = {}

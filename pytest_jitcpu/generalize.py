@@ -133,8 +133,12 @@ def decide(ctx: CheckContext, undecided: str | None = None) -> None:
     ranges = {a.name: (a.low, a.high) for a in plan.axes}
     size = domain.sizes.get("batch")
     if size and ranges.get("batch", (0, 0))[1] <= size and _rows_accepted(ctx, size):
-        # Generation cannot resize a nested input (a cache), the row variations can: eager took one row.
-        ranges["batch"] = (1, size + strategies.BATCH_EXTRA)
+        # Generation cannot resize a nested input (a cache) or coupled rows (patches per image); the row
+        # variations can, and eager took one row: the batch (and every input's rows) varies.
+        for name in domain.names:
+            if domain.role(name) == "batch":
+                rows = domain.sizes[name] // size
+                ranges[name] = (rows, (size + strategies.BATCH_EXTRA) * rows)
     for name in domain.names:  # a dim pinned by an input kept as it is does not vary
         ranges.setdefault(name, (domain.sizes.get(name, 0), domain.sizes.get(name, 0)))
     ctx.domain, ctx.plan = domain.settled(ranges), plan

@@ -142,7 +142,7 @@ def test_a_mode_whose_pool_does_not_survive_a_fork_is_recorded_by_the_one_build(
     the build fell back half-way; a mode that was unavailable started nothing."""
     row = next(b for b in table.BACKENDS if b.fork_unsafe_pool)
 
-    def fake(model: object, inputs: object, dtype: str) -> backends.base.Built:
+    def fake(model: object, inputs: object, dtype: str, domain: object = None) -> backends.base.Built:
         if raised is not None:
             raise raised
         return backends.base.Built(row.name, dtype, lambda batch: None)

@@ -87,10 +87,10 @@ def test_public_api_names_resolve_to_the_objects(no_jitcpu_env: None) -> None:
     was imported (the import system sets submodules as package attributes)."""
     import pytest_jitcpu
     import pytest_jitcpu.compare as compare_module  # noqa: F401 - the import that could shadow the function
-    from pytest_jitcpu import compare, engine, record, settings
+    from pytest_jitcpu import api, compare, record, settings
 
     assert compare is pytest_jitcpu.compare and callable(compare) and compare.__module__ == "pytest_jitcpu.compare"
-    assert pytest_jitcpu.check is engine.check
+    assert pytest_jitcpu.check is api.check  # the one entry: in-process or a child, as its settings say
     assert pytest_jitcpu.CheckResult is record.CheckResult
     assert pytest_jitcpu.MODES == settings.MODES
     for name in pytest_jitcpu.__all__:
