@@ -83,7 +83,7 @@ def try_run(args: Any, model: str | None, mode: str, dtype: str | None, log: Cal
         not cache_on
         or args.verify
         or args.ray is not None
-        or args.input == "-"
+        or "-" in (args.input, args.output)  # stdin is read once; rows sent to stdout cannot be taken back
         or mode not in ("auto", *artifacts.KINDS)
     ):
         return None
