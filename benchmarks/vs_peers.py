@@ -103,6 +103,9 @@ def main() -> int:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--peer-python", default="/work/venvs/bench/bin/python")
+    parser.add_argument(
+        "--peer-model", type=Path, default=None, help="a folder this script's export step already wrote (reused)"
+    )
     parser.add_argument("--out", type=Path, default=HERE / "results" / "vs_peers")
     parser.add_argument("--peer", nargs="+", help=argparse.SUPPRESS)  # the peer side (in the other venv)
     args = parser.parse_args()
@@ -132,13 +135,18 @@ def main() -> int:
     folder = work / "st-model"
     notes: list[str] = []
     peers = list(PEERS)
-    prep = subprocess.run(
-        [args.peer_python, __file__, "--peer", "prepare", model, str(folder)],
-        env=env,
-        capture_output=True,
-        text=True,
-        check=False,
-    )
+    if args.peer_model is not None:
+        shutil.copytree(args.peer_model, folder)
+        quantized = next((folder / "onnx").glob("model_qint8_*.onnx")).stem.split("_qint8_")[1]
+        prep = subprocess.CompletedProcess([], 0, quantized, "")
+    else:
+        prep = subprocess.run(
+            [args.peer_python, __file__, "--peer", "prepare", model, str(folder)],
+            env=env,
+            capture_output=True,
+            text=True,
+            check=False,
+        )
     if prep.returncode != 0:
         tail = prep.stderr.strip().splitlines()[-1:] or ["?"]
         notes.append(f"exporting sentence-transformers' ONNX/OpenVINO models failed: {tail[0]}")
@@ -151,6 +159,81 @@ def main() -> int:
     outputs: dict[str, Path] = {}
     logs: dict[str, str] = {}
     failed: dict[str, str] = {}
+
+    def write_report(done: int) -> None:
+        """Results of the rounds so far (written after each round: a long run can be stopped)."""
+        for name in (*peers, "jitcpu-first", "jitcpu-second"):
+            path = {"jitcpu-first": work / "j1.npy", "jitcpu-second": work / "j2.npy"}.get(name, work / f"{name}.npy")
+            if path.exists():
+                outputs[name] = path
+        reference = np.load(outputs["st-fp32"]) if "st-fp32" in outputs else None
+        rows = []
+        fastest_peer = min((statistics.median(times[p]) for p in peers if p in times), default=None)
+        for name in (*peers, "jitcpu-first", "jitcpu-second"):
+            if name not in times:
+                rows.append({"tool": name, "failed": failed.get(name, "not run")})
+                continue
+            median = statistics.median(times[name])
+            worst = float(cosines(np.load(outputs[name]), reference).min()) if reference is not None else None
+            rows.append(
+                {
+                    "tool": name,
+                    "times": times[name],
+                    "median_s": median,
+                    "worst_cosine": worst,
+                    "vs_st_fp32": statistics.median(times["st-fp32"]) / median if "st-fp32" in times else None,
+                    "vs_fastest_peer": fastest_peer / median if fastest_peer else None,
+                }
+            )
+        example_rows = []
+        ex_ref = np.load(work / "ex-st.npy") if (work / "ex-st.npy").exists() else None
+        for name in ("example-st-fp32", "example-jitcpu-first", "example-jitcpu-second"):
+            if name in times:
+                out = {"example-st-fp32": "ex-st", "example-jitcpu-first": "ex-j1", "example-jitcpu-second": "ex-j2"}[
+                    name
+                ]
+                worst = float(cosines(np.load(work / f"{out}.npy"), ex_ref).min()) if ex_ref is not None else None
+                example_rows.append(
+                    {
+                        "tool": name,
+                        "times": times[name],
+                        "median_s": statistics.median(times[name]),
+                        "worst_cosine": worst,
+                    }
+                )
+        import pytest_jitcpu
+
+        versions = subprocess.run(
+            [
+                args.peer_python,
+                "-c",
+                "import sentence_transformers,transformers,torch;"
+                "print(sentence_transformers.__version__, transformers.__version__, torch.__version__)",
+            ],
+            capture_output=True,
+            text=True,
+            check=False,
+        ).stdout.split()
+        result = {
+            "cpu": cpu(),
+            "threads": args.threads,
+            "rows": args.rows,
+            "rounds": done,
+            "table": rows,
+            "example": example_rows,
+            "notes": notes,
+            "failed": failed,
+            "peer_versions": versions,
+            "pytest_jitcpu": pytest_jitcpu.__version__,
+            "jitcpu_first_log": logs.get("jitcpu-first", ""),
+            "jitcpu_second_log": logs.get("jitcpu-second", ""),
+            "load_average": os.getloadavg(),
+        }
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.with_suffix(".json").write_text(json.dumps(result, indent=1) + "\n", encoding="utf-8")
+        args.out.with_suffix(".md").write_text(markdown(result), encoding="utf-8")
+        print(markdown(result))
+
     for r in range(args.rounds):
         cache = work / f"cache-{r}"
         steps: list[tuple[str, list[str], dict[str, str]]] = []
@@ -192,70 +275,7 @@ def main() -> int:
             times.setdefault(name, []).append(seconds)
             logs[name] = err
             print(f"round {r + 1} {name}: {seconds:.2f} s", flush=True)
-    for name in (*peers, "jitcpu-first", "jitcpu-second"):
-        path = {"jitcpu-first": work / "j1.npy", "jitcpu-second": work / "j2.npy"}.get(name, work / f"{name}.npy")
-        if path.exists():
-            outputs[name] = path
-    reference = np.load(outputs["st-fp32"]) if "st-fp32" in outputs else None
-    rows = []
-    fastest_peer = min((statistics.median(times[p]) for p in peers if p in times), default=None)
-    for name in (*peers, "jitcpu-first", "jitcpu-second"):
-        if name not in times:
-            rows.append({"tool": name, "failed": failed.get(name, "not run")})
-            continue
-        median = statistics.median(times[name])
-        worst = float(cosines(np.load(outputs[name]), reference).min()) if reference is not None else None
-        rows.append(
-            {
-                "tool": name,
-                "times": times[name],
-                "median_s": median,
-                "worst_cosine": worst,
-                "vs_st_fp32": statistics.median(times["st-fp32"]) / median if "st-fp32" in times else None,
-                "vs_fastest_peer": fastest_peer / median if fastest_peer else None,
-            }
-        )
-    example_rows = []
-    ex_ref = np.load(work / "ex-st.npy") if (work / "ex-st.npy").exists() else None
-    for name in ("example-st-fp32", "example-jitcpu-first", "example-jitcpu-second"):
-        if name in times:
-            out = {"example-st-fp32": "ex-st", "example-jitcpu-first": "ex-j1", "example-jitcpu-second": "ex-j2"}[name]
-            worst = float(cosines(np.load(work / f"{out}.npy"), ex_ref).min()) if ex_ref is not None else None
-            example_rows.append(
-                {"tool": name, "times": times[name], "median_s": statistics.median(times[name]), "worst_cosine": worst}
-            )
-    import pytest_jitcpu
-
-    versions = subprocess.run(
-        [
-            args.peer_python,
-            "-c",
-            "import sentence_transformers,transformers,torch;"
-            "print(sentence_transformers.__version__, transformers.__version__, torch.__version__)",
-        ],
-        capture_output=True,
-        text=True,
-        check=False,
-    ).stdout.split()
-    result = {
-        "cpu": cpu(),
-        "threads": args.threads,
-        "rows": args.rows,
-        "rounds": args.rounds,
-        "table": rows,
-        "example": example_rows,
-        "notes": notes,
-        "failed": failed,
-        "peer_versions": versions,
-        "pytest_jitcpu": pytest_jitcpu.__version__,
-        "jitcpu_first_log": logs.get("jitcpu-first", ""),
-        "jitcpu_second_log": logs.get("jitcpu-second", ""),
-        "load_average": os.getloadavg(),
-    }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.with_suffix(".json").write_text(json.dumps(result, indent=1) + "\n", encoding="utf-8")
-    args.out.with_suffix(".md").write_text(markdown(result), encoding="utf-8")
-    print(markdown(result))
+        write_report(r + 1)
     shutil.rmtree(work, ignore_errors=True)
     return 0
 
