@@ -120,6 +120,20 @@ def test_second_run_loads_the_artifact_without_torch_and_writes_the_same_rows(mo
     assert "torch" in json.loads(modules.read_text())
     same_rows(tmp_path / "2.jsonl", tmp_path / "3.jsonl")
 
+    # Bad rows in the torch-free start: skipped in place (as the torch path writes them), or exit 1, nothing written.
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"id": "a", "text": "a cat"}\n{"id": "b", "text": ""}\n{"id": "c", "text": "the dog"}\n')
+    skip = jitcpu(cache, *run_args(model, bad, tmp_path / "s.jsonl", "--mode", "openvino", "--on-error", "skip"))
+    assert skip.returncode == 0 and "from the cache without torch" in skip.stderr, skip.stderr
+    eager_skip = run_args(model, bad, tmp_path / "es.jsonl", "--mode", "eager", "--no-cache", "--on-error", "skip")
+    assert jitcpu(cache, *eager_skip).returncode == 0
+    got = [json.loads(line) for line in (tmp_path / "s.jsonl").read_text().splitlines()]
+    want = [json.loads(line) for line in (tmp_path / "es.jsonl").read_text().splitlines()]
+    assert [r.get("error") for r in got] == [r.get("error") for r in want] == [None, "empty text", None]
+    assert [r["id"] for r in got] == ["a", "b", "c"] and got[1]["line"] == want[1]["line"] == 2
+    fail = jitcpu(cache, *run_args(model, bad, tmp_path / "f.jsonl", "--mode", "openvino"))
+    assert fail.returncode == 1 and "line 2: empty text" in fail.stderr and not (tmp_path / "f.jsonl").exists()
+
 
 def test_no_cache_neither_reads_nor_writes_artifacts(model, rows, tmp_path):
     cache = tmp_path / "cache"
