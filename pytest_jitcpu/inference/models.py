@@ -28,7 +28,7 @@ from .folders import (  # noqa: F401 - re-exported: models.resolve etc. as befor
     resolve,
     sentence_transformers_layout,
 )
-from .task_table import task_row
+from .task_table import TASKS, task_row  # noqa: F401 - TASKS re-exported: models.TASKS as before
 
 
 @dataclass
