@@ -164,8 +164,15 @@ def build_parser() -> argparse.ArgumentParser:
         "--cache",
         action=argparse.BooleanOptionalAction,
         default=None,
-        help="remember auto's decision per model, versions and CPU in ~/.cache/pytest-jitcpu (JITCPU_CACHE_DIR); "
-        "a cached mode is still verified on this input (default: on, JITCPU_CACHE=off turns it off)",
+        help="remember auto's decision and keep the verified ONNX / OpenVINO program per model, versions, CPU and "
+        "options in ~/.cache/pytest-jitcpu (JITCPU_CACHE_DIR; JITCPU_CACHE_MAX_MB, default 2048): a later run "
+        "loads it, and runs it without importing torch when it can (default: on, JITCPU_CACHE=off turns it off)",
+    )
+    run.add_argument(
+        "--verify",
+        action="store_true",
+        help="do not rest on the cached verification: load the model in PyTorch and check the cached program "
+        "against eager on this input's batches (a mismatch rebuilds it)",
     )
     run.add_argument("--pooling", choices=("mean", "cls", "max"), default=None, help="feature-extraction pooling")
     run.add_argument("--normalize", action=argparse.BooleanOptionalAction, default=None, help="L2-normalize embeddings")
@@ -282,9 +289,6 @@ def _check_input(path: str) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from .inference import Predictor, RowError
-    from .inference.selection import ModelFailed
-
     if args.summary == "-":
         raise _usage("--summary: give a file name (standard output is for --output -)")
     if args.ray is None and (args.actors or args.shards):
@@ -295,6 +299,18 @@ def _run(args: argparse.Namespace) -> int:
 
         return cluster.cli_run(args, _model(args), _mode(args), _dtype(args))
     _check_input(args.input)  # one file here; Ray reads folders and globs itself (raydata.input_files)
+    from .inference import fastpath  # imports no torch: a cached ONNX / OpenVINO program may run without it
+
+    code = fastpath.try_run(args, _model(args), _mode(args), _dtype(args), _err)
+    if code is not None:
+        return code
+    import time
+
+    started = time.perf_counter()
+    from .inference import Predictor, RowError
+    from .inference.selection import ModelFailed
+
+    import_s = time.perf_counter() - started  # torch and transformers: what a torch-free start saves
     predictor = Predictor(
         _model(args),
         args.task,
@@ -334,6 +350,8 @@ def _run(args: argparse.Namespace) -> int:
     _err(f"jitcpu run: {summary.line()}")
     if args.output != "-" and _verbosity(args) >= 0:
         _err(f"jitcpu run: wrote {args.output}")
+    if args.cache is not False:
+        predictor.prepare_next(import_s)  # after the output: the next run may start without torch
     return EXIT_OK
 
 

@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Iterable, Iterator, Sequence
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
-import torch
+if TYPE_CHECKING:  # torch only where tensors are made: the torch-free start batches with this module too
+    import torch
 
-from ..inputs import Inputs
-from .tasks import Feature
+    from ..inputs import Inputs
+    from .tasks import Feature
 
 T = TypeVar("T")
 
@@ -38,6 +39,8 @@ def pad(
     features: Sequence[Feature], pad_id: int, input_names: Sequence[str], left: bool = False
 ) -> dict[str, torch.Tensor]:
     """The batch tensors, padded to the batch's longest feature (right padding unless ``left``)."""
+    import torch
+
     n, width = len(features), max(len(f) for f in features)
     ids = torch.full((n, width), pad_id, dtype=torch.long)
     mask = torch.zeros((n, width), dtype=torch.long)
@@ -56,4 +59,6 @@ def pad(
 
 
 def as_inputs(batch: dict[str, torch.Tensor]) -> Inputs:
+    from ..inputs import Inputs
+
     return Inputs(kwargs=dict(batch))

@@ -5,6 +5,7 @@ per-row outputs in input order. The command line and the Python API both use :cl
 from __future__ import annotations
 
 import itertools
+import os
 import sys
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -20,7 +21,7 @@ from ..atomic import same_file
 from ..backends.base import Built, first_line
 from ..inputs import Inputs
 from ..settings import DTYPES, UsageError
-from . import batching, models, rows, selection, tasks, writers
+from . import artifacts, batching, models, rows, selection, tasks, writers
 from . import cache as cache_module
 from .progress import Progress
 from .summary import Summary
@@ -28,6 +29,7 @@ from .task_table import task_row
 
 ON_ERROR: tuple[str, ...] = ("fail", "skip")
 RUN_DTYPES: tuple[str, ...] = (*DTYPES, "auto")
+RUNTIME_START_S = 0.5  # a torch-free start: Python, numpy, tokenizers and the runtime, loading the file
 COUNT_LIMIT = 256 << 20  # count the lines of input files up to this size (larger: effort as for a full window)
 
 
@@ -70,6 +72,35 @@ class ModeRunner:
             start = time.perf_counter()
             out = self.built.run(inputs)
         return out, (time.perf_counter() - start) * 1000
+
+
+def _input_keys(feed: list[tuple[str, Any]], batch: Inputs) -> list[str] | None:
+    """The batch's input name for each of the program's inputs, in the program's order (by name, else by
+    value); None when one cannot be told apart (then the artifact is not kept)."""
+    given = {k: v.numpy() for k, v in (batch.kwargs or {}).items() if isinstance(v, torch.Tensor)}
+    out = []
+    for name, array in feed:
+        if name in given:
+            out.append(name)
+            continue
+        same = [k for k, v in given.items() if v.shape == np.shape(array) and np.array_equal(v, array)]
+        if len(same) != 1:
+            return None
+        out.append(same[0])
+    return out
+
+
+def _open_artifact(entry: artifacts.Entry) -> Built:
+    """A cached artifact as a Built: torch tensors in, its runtime's numpy in the saved input order, torch out."""
+    run_arrays = entry.open()
+    names = list(entry.meta["inputs"])
+
+    def run(batch: Inputs) -> Any:
+        kwargs = batch.kwargs or {}
+        outs = [torch.from_numpy(np.asarray(a)) for a in run_arrays([kwargs[n].contiguous().numpy() for n in names])]
+        return outs[0] if len(outs) == 1 else tuple(outs)
+
+    return Built(entry.mode, entry.dtype, run)
 
 
 @dataclass
@@ -151,7 +182,17 @@ class Predictor:
         # Candidates named by the user are all tried; the default ones only as this input's size allows.
         self.explicit_candidates = candidates is not None
         self.candidates = selection.parse_candidates(candidates) if candidates is not None else selection.auto_modes()
-        self.cache = cache_module.enabled() if cache is None else bool(cache)  # auto's decision cache
+        self.cache = cache_module.enabled() if cache is None else bool(cache)  # decisions and artifacts
+        # The request as the artifact cache keys it (the torch-free start builds the same from the CLI's args).
+        self._request_args = {
+            "batch_size": batch_size,
+            "max_seq_length": max_seq_length,
+            "pooling": pooling,
+            "normalize": normalize,
+            "candidates": candidates,
+            "threads_requested": threads,
+        }
+        self._sample: list[rows.Row] = []  # the rows the mode was chosen on (the tokenizer check uses them)
         self.expected_rows: int | None = None  # rows in the input when known: scales auto's effort
         if threads is not None:
             torch.set_num_threads(_check_int(threads, "--threads", 1))
@@ -174,6 +215,7 @@ class Predictor:
         self.runner: ModeRunner | None = None
         self.summary = Summary(task=self.loaded.task, max_seq_length=self.loaded.max_seq_length)
         self.load_s = time.perf_counter() - start
+        self.first_load_s = self.load_s
         for note in self.loaded.notes if self.verbose > 0 else ():
             self.log(f"jitcpu: {note}")
         self._pad_id = self.loaded.tokenizer.pad_token_id
@@ -218,7 +260,10 @@ class Predictor:
             auto = self.mode == "auto"
             modes = self.candidates if auto else ("eager", selection.MODE_NAMES[self.mode])
             key = self._cache_key(modes, dtypes) if auto else None
-            entry = cache_module.get(key) if key else None
+            request = self._request()
+            entry, prebuilt = self._cached_artifact(request, features, modes, dtypes)
+            decided = cache_module.get(key) if key and entry is None else None
+            cached = (entry.mode, entry.dtype) if entry else (decided["mode"], decided["dtype"]) if decided else None
             self.decision = selection.choose(
                 module,
                 plan,
@@ -227,13 +272,22 @@ class Predictor:
                 timed=auto,
                 explicit=self.explicit_candidates or not auto,
                 log=self.log,
-                cached=(entry["mode"], entry["dtype"]) if entry else None,
+                cached=cached,
+                prebuilt=prebuilt,
             )
-            if key and self.decision.cacheable:
-                ms = {c.name: c.ms for c in self.decision.candidates if c.ms is not None}
-                cache_module.put(key, {"mode": self.decision.mode, "dtype": self.decision.dtype, "ms": ms})
-            elif key and self.decision.stale:
+            d = self.decision
+            if key and d.cacheable:
+                ms = {c.name: c.ms for c in d.candidates if c.ms is not None}
+                cache_module.put(key, {"mode": d.mode, "dtype": d.dtype, "ms": ms})
+            elif key and d.stale:
                 cache_module.put(key, None)
+            if entry is not None and prebuilt and d.built is prebuilt.get((entry.mode, entry.dtype)):
+                entry.touch()
+                d.reason = f"loaded from the artifact cache ({entry.describe()}), and {d.reason}"
+            elif entry is not None:
+                artifacts.discard(entry.folder)  # it failed on this input: the next run builds afresh
+            if request and d.mode in artifacts.KINDS and not (entry and d.built is prebuilt.get((d.mode, d.dtype))):
+                self._store(request, d, features, order)
         d = self.decision
         if d.candidates and self.verbose > 0:
             tried = ", ".join(dict.fromkeys(selection.display(c.mode) for c in d.candidates))
@@ -256,6 +310,209 @@ class Predictor:
         self.runner = ModeRunner(d.built, eager, self.log)
         return d.kept
 
+    def _request(self) -> str | None:
+        """The artifact cache's key for this run, or None (cache off, a mode it cannot keep, no model file)."""
+        if not self.cache or (self.mode != "auto" and selection.MODE_NAMES[self.mode] not in artifacts.KINDS):
+            return None
+        options = artifacts.request_options(self.loaded.task, mode=self.mode, dtype=self.dtype, **self._request_args)
+        try:
+            return artifacts.request_key(self.loaded.path, options)
+        except OSError:
+            return None
+
+    def _cached_artifact(
+        self, request: str | None, features: Sequence[tasks.Feature], modes: Sequence[str], dtypes: Sequence[str]
+    ) -> tuple[artifacts.Entry | None, dict[tuple[str, str], Built] | None]:
+        """The cached artifact for this request, loaded, when this input is inside its verified domain."""
+        entry = artifacts.lookup(request, self.log) if request else None
+        if entry is None:
+            return None, None
+        why = entry.covers(self.loaded.task, max(len(f) for f in features))
+        if why is None and (entry.mode not in modes or entry.dtype not in dtypes):
+            why = f"the cached {entry.name} is not among this run's candidates"
+        if why:
+            self.log(f"jitcpu: {why}: choosing the normal way")
+            return None, None
+        try:
+            return entry, {(entry.mode, entry.dtype): _open_artifact(entry)}
+        except Exception as exc:  # noqa: BLE001 - a runtime that refuses the file: note, rebuild
+            self.log(f"jitcpu: note: the cached {entry.name} cannot be loaded ({first_line(exc)}); building again")
+            artifacts.discard(entry.folder)
+            return None, None
+
+    def _store(
+        self, request: str, d: selection.Decision, features: Sequence[tasks.Feature], order: list[list[int]]
+    ) -> None:
+        """Keep the verified program for later runs, with its input domain and verification."""
+        built = d.built
+        if built.portable is None:
+            return
+        pick = next((c for c in d.candidates if (c.mode, c.dtype) == (d.mode, d.dtype)), None)
+        eager = next((c.built for c in d.candidates if (c.mode, c.dtype) == ("eager", "fp32") and c.built), None)
+        verified = d.verified or [0]
+        widths = [max(len(features[i]) for i in order[j]) for j in verified]
+        first = self.make_inputs([features[i] for i in order[0]])
+        names = _input_keys(built.portable.feed(first), first)
+        if names is None:
+            return
+        max_tokens = max(widths)
+        if (
+            eager is not None
+            and max_tokens < self.loaded.max_seq_length
+            and self._verify_longest(built, eager, features)
+        ):
+            max_tokens = self.loaded.max_seq_length
+        with models.quiet_transformers():
+            torch_free, tokenizer = self._tokenizer_check()
+        meta = {
+            "display": selection.display(d.mode),
+            "task": self.loaded.task,
+            "tokenizer": tokenizer,
+            "max_seq_length": self.loaded.max_seq_length,
+            "pad_id": self._pad_id,
+            "left_padding": self._left,
+            "inputs": names,
+            "threads": built.portable.options.get("threads", torch.get_num_threads()),
+            "options": built.portable.options,
+            "torch_free": torch_free,
+            "domain": {
+                "task": self.loaded.task,
+                "max_tokens": max_tokens,
+                "batch_sizes": sorted({len(order[j]) for j in verified}),
+            },
+            "verified": {
+                "when": time.time(),
+                "rows": sum(len(order[j]) for j in verified),
+                "batches": len(verified),
+                "worst_diff": pick.max_abs_diff if pick else None,
+                "longest_checked": max_tokens,
+            },
+        }
+        entry = artifacts.store(request, built, meta, self.log)
+        if entry is not None and self.verbose > 0:
+            self.log(f"jitcpu: kept {d.name} in the artifact cache for later runs ({entry.folder})")
+
+    def prepare_next(self, import_s: float = 0.0) -> str | None:
+        """After an ``auto`` run whose winner cannot be cached (eager, a trace), or whose input was too
+        small to try the slow-to-build modes: build the one most promising torch-free candidate
+        (OpenVINO in bf16 where the CPU has native BF16, else fp32; ONNX if OpenVINO is missing), verify
+        and time it against this run's modes on the same batches, and keep it when the next run would
+        be faster with it, counting the start it saves (importing torch and loading the model). The
+        cost is paid once, after the output is written; ``JITCPU_PREPARE=off`` skips it. Returns the
+        line it logged. ``import_s``: what importing torch and transformers cost this process."""
+        d = self.decision
+        request = self._request()
+        if (
+            d is None
+            or request is None
+            or self.mode != "auto"
+            or self.loaded.task != "feature-extraction"
+            or d.mode in artifacts.KINDS
+            or not self._sample
+            or os.environ.get("JITCPU_PREPARE", "on").strip().lower() in ("0", "off", "false", "no")
+            or artifacts.declined(request)
+            or artifacts.lookup(request, self.log) is not None
+        ):
+            return None
+        dtypes = self._dtypes()
+        options = [
+            (m, t) for m in ("openvino", "onnx") for t in ("bf16", "fp32") if m in self.candidates and t in dtypes
+        ]
+        options = [(m, t) for m, t in options if not selection.missing(m)]
+        if not options:
+            return None
+        mode, dtype = options[0]
+        encoded = self.task.encode([r for r in self._sample if r.ok])
+        features = encoded.features
+        order = batching.length_batches(features, self.batch_size)
+        plan = selection.Plan(
+            batch=lambda j: self.make_inputs([features[i] for i in order[j]]),
+            tokens=[len(b) * max(len(features[i]) for i in b) for b in order],
+            rows=len({f.row for f in features}),
+            expected_rows=self.expected_rows,
+        )
+        modes = tuple(dict.fromkeys(("eager", d.mode, mode)))
+        started = time.perf_counter()
+        with models.quiet_transformers():
+            p = selection.choose(
+                self.loaded.module, plan, modes, sorted({d.dtype, dtype, "fp32"}), timed=True, explicit=True
+            )
+        built_s = time.perf_counter() - started
+        new = next((c for c in p.candidates if (c.mode, c.dtype) == (mode, dtype)), None)
+        old = next((c for c in p.candidates if (c.mode, c.dtype) == (d.mode, d.dtype)), None)
+        if new is None or new.status != "pass" or new.ms is None or old is None or old.ms is None:
+            why = f"{new.status}: {new.reason}" if new else "not built"
+            line = f"jitcpu: prepared nothing for the next run: {selection.display(mode)}/{dtype} is {why}"
+            artifacts.decline(request, line)
+            self.log(line)
+            return line
+        # The next run's time in each: per-token cost from the timing batches, over this input's tokens.
+        timed_tokens = sum(plan.tokens[j] for j in selection.timing_batches(plan.count, p.verified))
+        scale = (
+            sum(plan.tokens) * max(1.0, (self.expected_rows or plan.rows) / max(plan.rows, 1)) / max(timed_tokens, 1)
+        )
+        keep_s = old.ms / 1000 * scale + import_s + self.first_load_s
+        new_s = new.ms / 1000 * scale + RUNTIME_START_S
+        if new_s >= keep_s:
+            line = (
+                f"jitcpu: prepared nothing for the next run: {new.name} would take ~{new_s:.1f} s without torch, "
+                f"{d.name} ~{keep_s:.1f} s with it"
+            )
+            artifacts.decline(request, line)
+            self.log(line)
+            return line
+        chosen = selection.Decision(new.mode, new.dtype, new.built, "prepared", p.candidates, verified=p.verified)
+        self._store(request, chosen, features, order)
+        line = (
+            f"jitcpu: prepared the next run in {built_s:.1f} s: {new.name}, verified on this input, ~{new_s:.1f} s "
+            f"without torch vs ~{keep_s:.1f} s for {d.name} with it (JITCPU_PREPARE=off skips this)"
+        )
+        self.log(line)
+        return line
+
+    def _verify_longest(self, built: Built, eager: Built, features: Sequence[tasks.Feature]) -> bool:
+        """One more check at the full --max-seq-length: the longest rows, their tokens repeated to fill it.
+        Passing widens the cached domain to every input this model can take, so a later input with
+        longer rows than this one still rests on a verification."""
+        from ..compare import Tolerance, compare
+
+        limit = self.loaded.max_seq_length
+        longest = sorted(features, key=len)[-min(4, self.batch_size) :]
+        grown = []
+        for f in longest:
+            body = f.input_ids[1:-1] or f.input_ids
+            ids = [f.input_ids[0], *itertools.islice(itertools.cycle(body), limit - 2), f.input_ids[-1]]
+            types = [0] * limit if f.token_type_ids is not None else None
+            grown.append(tasks.Feature(row=0, input_ids=ids, token_type_ids=types))
+        batch = self.make_inputs(grown)
+        try:
+            with torch.no_grad():
+                reference, out = eager.run(batch.clone()), built.run(batch.clone())
+        except Exception:  # noqa: BLE001 - not verified there: the domain stays what was verified
+            return False
+        return compare(reference, out, Tolerance(built.dtype), allow_float_dtype_change=built.dtype != "fp32").ok
+
+    def _tokenizer_check(self) -> tuple[bool, str | None]:
+        """(torch-free, tokenizer.json relative to the model folder): the torch-free start tokenizes with
+        ``tokenizers``; allowed only for feature-extraction and when that gives the model's tokenizer's
+        ids on the rows this run chose on."""
+        if self.loaded.task != "feature-extraction":
+            return False, None
+        layout = models.sentence_transformers_layout(self.loaded.path)
+        file = (layout.transformer_dir if layout else self.loaded.path) / "tokenizer.json"
+        if not file.is_file():
+            return False, None
+        from .fastpath import Encoder
+
+        texts = [r.text or "" for r in self._sample if r.ok][:256]
+        try:
+            ids, _, _ = Encoder(file, self.loaded.max_seq_length).encode(texts)
+        except Exception:  # noqa: BLE001 - a tokenizer.json tokenizers cannot read: the torch path only
+            return False, None
+        features = self.task.encode([r for r in self._sample if r.ok][:256]).features
+        same = [f.input_ids for f in features] == ids
+        return same, file.relative_to(self.loaded.path).as_posix()
+
     def _cache_key(self, modes: Sequence[str], dtypes: Sequence[str]) -> str | None:
         if not self.cache:
             return None
@@ -275,6 +532,7 @@ class Predictor:
         """Choose the mode on a sample of rows (the Ray driver decides once, then hands the mode to its
         actors); ``expected_rows``: rows in the whole input, which scales auto's effort as in one run."""
         window = [r for r in itertools.islice(rows.from_iterable(items, self.loaded.task), self.window) if r.ok]
+        self._sample = window
         features = self.task.encode(window).features
         if not features:
             raise UsageError("no usable row in the input's first rows to choose a mode on")
@@ -329,6 +587,7 @@ class Predictor:
         order = batching.length_batches(features, self.batch_size)
         done: dict[int, tuple[Any, float]] = {}
         if features and self.runner is None:
+            self._sample = window
             with models.quiet_transformers():  # tracing touches properties that log config chatter
                 done = self._choose(features, order)
         parts: dict[int, list[Any]] = {}

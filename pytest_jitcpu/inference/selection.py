@@ -131,6 +131,7 @@ class Decision:
     cache_hit: bool = False  # the mode came from the decision cache (and was verified on this input)
     cacheable: bool = False  # a full auto choice (no candidate skipped for the budget): worth caching
     stale: bool = False  # a cached decision failed on this input and was chosen again
+    verified: list[int] = field(default_factory=list)  # the plan's batches each candidate was verified on
 
     @property
     def name(self) -> str:
@@ -187,7 +188,7 @@ def build(mode: str, module: torch.nn.Module, inputs: Inputs, dtype: str) -> Bui
     return built
 
 
-def _missing(mode: str) -> str | None:
+def missing(mode: str) -> str | None:
     """Why ``mode`` cannot run here without importing it: its package is not installed."""
     row = table.backend(mode.partition("+")[0])
     if row.import_name and importlib.util.find_spec(row.import_name) is None:
@@ -252,12 +253,14 @@ def choose(
     explicit: bool = False,
     log: Callable[[str], None] | None = None,
     cached: tuple[str, str] | None = None,
+    prebuilt: dict[tuple[str, str], Built] | None = None,
 ) -> Decision:
     """Verify ``modes`` x ``dtypes`` (engine names) on real batches of the plan against eager fp32.
 
     ``timed`` (``--mode auto``): time the verified ones and pick the fastest; the baseline, eager in the
     first dtype, is kept unless another mode is MIN_GAIN faster. Unless ``explicit``, candidates are tried
-    only while their expected cost fits the budget (SELECT_SHARE of the estimated eager run). Otherwise
+    only while their expected cost fits the budget (SELECT_SHARE of the estimated eager run). ``prebuilt``:
+    (mode, dtype) -> a program loaded from the artifact cache, verified like a build but not built. Otherwise
     ``modes`` is eager plus the one requested mode: it is used if verified, else eager in the same dtype.
     """
     start = time.perf_counter()
@@ -295,7 +298,7 @@ def choose(
     verify = list(dict.fromkeys([0, plan.count - 1, plan.count // 2]))
     # a candidate runs the verification batches (batch 0 is the first, and its warm-up) and the timing ones
     runs_s = token_s * (
-        sum(plan.tokens[j] for j in verify) + sum(plan.tokens[j] for j in _timing_batches(plan.count, verify))
+        sum(plan.tokens[j] for j in verify) + sum(plan.tokens[j] for j in timing_batches(plan.count, verify))
     )
 
     candidates: list[Candidate] = []
@@ -317,9 +320,9 @@ def choose(
 
     def attempt(c: Candidate, budgeted: bool) -> None:
         """Build and verify one candidate, unless it is missing here or its cost is over the budget."""
-        missing = _missing(c.mode)
-        if missing:
-            c.status, c.reason = "unavailable", missing
+        absent = missing(c.mode)
+        if absent:
+            c.status, c.reason = "unavailable", absent
             return
         cost_s = _build_cost(c) * unit_s + runs_s
         if budgeted and budget_s is not None and spent_s() + cost_s > budget_s:
@@ -331,7 +334,7 @@ def choose(
             return
         try:
             with torch.no_grad():
-                c.built = build(c.mode, module, get(0), c.dtype)
+                c.built = (prebuilt or {}).get((c.mode, c.dtype)) or build(c.mode, module, get(0), c.dtype)
         except (Fallback, Unavailable) as exc:
             c.status, c.reason = ("unavailable" if isinstance(exc, Unavailable) else "fallback"), str(exc)
             return
@@ -345,7 +348,17 @@ def choose(
         kept_s = sum(ms for _, ms in kept.values()) / 1000
         total = time.perf_counter() - start
         return Decision(
-            pick.mode, pick.dtype, pick.built, reason, everyone, total - kept_s, kept, kept_s, budget_s, **extra
+            pick.mode,
+            pick.dtype,
+            pick.built,
+            reason,
+            everyone,
+            total - kept_s,
+            kept,
+            kept_s,
+            budget_s,
+            **extra,
+            verified=verify,
         )
 
     stale: Candidate | None = None
@@ -374,7 +387,7 @@ def choose(
     passing = [base, *(c for c in candidates if c.status == "pass")]
     everyone = [base, *candidates, *([stale] if stale else [])]
     if timed and len(passing) > 1:
-        _time(passing, reference, kept, get, _timing_batches(plan.count, verify))
+        _time(passing, reference, kept, get, timing_batches(plan.count, verify))
         pick = min(passing, key=lambda c: c.ms if c.ms is not None else float("inf"))
         gain = (base.ms or 0.0) / (pick.ms or 1.0)
         if pick is base:
@@ -437,7 +450,7 @@ def _verify(c: Candidate, reference: Callable[[int], Any], get: Callable[[int], 
     c.status = "pass"
 
 
-def _timing_batches(count: int, verify: list[int]) -> list[int]:
+def timing_batches(count: int, verify: list[int]) -> list[int]:
     """Up to TIMING_BATCHES batches around the middle that verification did not run (the run's typical
     shapes, none seen yet by any candidate); on a small input the verification batches again."""
     middle = count // 2

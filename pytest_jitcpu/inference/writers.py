@@ -15,15 +15,21 @@ from typing import Any, BinaryIO, TextIO
 
 import numpy as np
 
-from .. import nested
 from ..atomic import AtomicFile
 from ..settings import UsageError
 from .task_table import TASKS_TABLE, task_row
 
 
 def _jsonable(value: Any) -> Any:
-    """numpy arrays and scalars anywhere in a value as plain lists and numbers."""
-    return nested.map_leaves(lambda x: x.tolist() if isinstance(x, (np.ndarray, np.generic)) else x, value)
+    """numpy arrays and scalars anywhere in a value as plain lists and numbers (plain recursion, not
+    :mod:`..nested`: that imports torch, and the torch-free start writes with this module)."""
+    if isinstance(value, (np.ndarray, np.generic)):
+        return value.tolist()
+    if isinstance(value, dict):
+        return {k: _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    return value
 
 
 class JsonlWriter:
