@@ -33,7 +33,8 @@ class Backend:
     default: bool = False  # in the default --jitcpu-modes
     # The round trip that proves the built program runs without the model's Python code: "torchscript"
     # (torch.jit.save/load in a process without transformers), "onnx"/"openvino" (the saved file run by its
-    # runtime in a process that can import neither torch nor transformers), or None (nothing to save).
+    # runtime in a process that can import neither torch nor transformers), "aoti" (the .pt2 package run in
+    # a process that can import neither transformers nor the model's module), or None (nothing to save).
     round_trip: str | None = None
     searched: bool = False  # the divergence search runs on it (it can bake a branch or a shape in)
     # Its builder takes the check's input domain (``domain=``) and declares its varying dims dynamic in
@@ -151,6 +152,25 @@ BACKENDS: tuple[Backend, ...] = (
         not_searched="torch.compile guards and recompiles on other inputs",
         # inductor: 1.17x eager on MiniLM, but 1-2 minutes of compiling, again for each new batch size
         not_in_auto="compiles for minutes, and again per new batch size",
+    ),
+    Backend(
+        "aoti",
+        "aoti",
+        "build",
+        "`torch.export` with the input domain's dims dynamic, `aoti_compile_and_package` into a `.pt2` with its "
+        "shape contract, loaded with `aoti_load_package`; an input outside the contract is refused, not run "
+        "(bf16: autocast written into the program; needs a C++ compiler)",
+        cli_names=("aoti",),
+        round_trip="aoti",
+        searched=True,
+        dynamic=True,
+        program="aoti package",
+        # measured on tiny models and MiniLM (docs/aoti.md): 1-3 minutes of g++ per model on 2 shared cores;
+        # 4x eager on a tiny BERT (Python overhead), within noise of eager on MiniLM at batch 32
+        not_in_auto="compiles C++ for minutes per model before the first row, and is not faster on a CPU encoder",
+        # g++ (one thread) took 13 one-thread eager passes of MiniLM's reference batch; eager with more
+        # threads gets faster, the compile does not
+        build_cost=30.0,
     ),
     Backend(
         "onnx",
