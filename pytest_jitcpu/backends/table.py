@@ -59,6 +59,9 @@ class Backend:
     # child forked after it deadlocked (measured, even in pure-Python code). Crash isolation then runs
     # checks in-process (backends.FORK_UNSAFE_POOLS) and never warms this mode up in the parent.
     fork_unsafe_pool: str | None = None
+    # Crash isolation warms each mode up once in the parent (on a tiny Linear) before forking; not a mode
+    # whose warm-up is a whole compile of its own (aoti: a minute or more of g++) that saves a child nothing.
+    warm_up: bool = True
 
     @property
     def display(self) -> str:
@@ -171,6 +174,7 @@ BACKENDS: tuple[Backend, ...] = (
         # g++ (one thread) took 13 one-thread eager passes of MiniLM's reference batch; eager with more
         # threads gets faster, the compile does not
         build_cost=30.0,
+        warm_up=False,
     ),
     Backend(
         "onnx",
@@ -234,6 +238,7 @@ DYNAMIC_MODES: tuple[str, ...] = tuple(b.name for b in BACKENDS if b.dynamic)
 TORCHSCRIPT_MODES: tuple[str, ...] = tuple(b.name for b in BACKENDS if b.family == "torchscript")
 # Modes crash isolation does not warm up in the parent: running one would make the parent unforkable.
 FORK_UNSAFE_MODES: frozenset[str] = frozenset(b.name for b in BACKENDS if b.fork_unsafe_pool)
+NOT_WARMED: frozenset[str] = FORK_UNSAFE_MODES | frozenset(b.name for b in BACKENDS if not b.warm_up)
 # `jitcpu run --mode` names -> engine modes (`trace` is the Trainer's jit_mode_eval: dict inputs).
 CLI_NAMES: dict[str, str] = {cli: b.name for b in BACKENDS for cli in b.cli_names}
 AUTO_CANDIDATES: tuple[str, ...] = tuple(b.display for b in BACKENDS if b.auto)
