@@ -40,7 +40,7 @@ import torch
 
 from . import engine, replay, serialize, strategies
 from .backends.base import FORK_UNSAFE_POOLS
-from .backends.table import FORK_UNSAFE_MODES, ROUND_TRIP_MODES, backend
+from .backends.table import NOT_WARMED, ROUND_TRIP_MODES, backend
 from .context import DECIDING, Watch
 from .inputs import Inputs, normalize
 from .record import CheckResult, Record
@@ -51,7 +51,7 @@ from .settings import Settings
 # pool does not survive a fork, and a child forked after it deadlocked (measured, even in pure-Python
 # code), so the warm-up skips the modes whose row names a fork-unsafe pool and a process that ran one
 # stops forking (base.FORK_UNSAFE_POOLS).
-NOT_WARMED = FORK_UNSAFE_MODES
+# NOT_WARMED (from the table) also holds a mode whose warm-up would be a whole compile (aoti).
 _HEADER = struct.Struct("!Q")
 _POLL_S = 0.2
 # Frames in these are not where a model crashed (faulthandler lists ctypes.string_at, torch's module call).

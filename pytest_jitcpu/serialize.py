@@ -15,7 +15,9 @@ check in :func:`batched`, and :func:`check` only queues the work.
 A program that runs without torch (``onnx``, ``openvino``: :class:`~.backends.base.Portable`) is saved
 by its backend (``.onnx``, OpenVINO IR) with its inputs as ``.npz``, and run by its own runtime in a fresh
 Python (:mod:`pytest_jitcpu.children.portable`) that refuses to import torch and transformers;
-its outputs come back as ``.npz`` and are compared the same way. One such child per ``check`` call.
+its outputs come back as ``.npz`` and are compared the same way. One such child per ``check`` call. An
+``aoti`` package (also a ``Portable``) goes the same way to :mod:`pytest_jitcpu.children.aoti`, which has
+torch but refuses transformers and the model's module.
 """
 
 from __future__ import annotations
@@ -332,6 +334,7 @@ def _judge(job: _Job, result: dict[str, Any]) -> None:
 
 
 WITHOUT = "in a fresh Python that cannot import torch or transformers"
+WITHOUT_MODEL = "in a fresh Python that cannot import transformers or the model's module"  # aoti
 
 
 def _queue_portable(queue: _Batch, batch: Inputs, built: Built, rec: Record, tolerance: Tolerance) -> None:
@@ -369,13 +372,23 @@ def _queue_portable(queue: _Batch, batch: Inputs, built: Built, rec: Record, tol
 
 
 def run_portable(jobs: list[_PortableJob], folder: Path) -> None:
-    """Run every saved program in one fresh Python that refuses torch and transformers; fill the records."""
-    jobs_path, results_path = folder / "portable-jobs.json", folder / "portable-results.json"
+    """Run the saved programs in fresh Pythons, one per child kind, each refusing what its programs must
+    run without: torch and transformers (ONNX Runtime, OpenVINO: :mod:`.children.portable`), transformers
+    and the model's module (aoti packages: :mod:`.children.aoti`). Fill the records."""
+    kinds: dict[str, list[_PortableJob]] = {}
+    for job in jobs:
+        kinds.setdefault("aoti" if job.spec["runtime"] == "aoti" else "portable", []).append(job)
+    for child, group in kinds.items():
+        _run_portable_child(child, group, folder)
+
+
+def _run_portable_child(child: str, jobs: list[_PortableJob], folder: Path) -> None:
+    jobs_path, results_path = folder / f"{child}-jobs.json", folder / f"{child}-results.json"
     jobs_path.write_text(json.dumps([j.spec for j in jobs]), encoding="utf-8")
     failure = None
     try:
         proc = subprocess.run(
-            launch.command("portable"),
+            launch.command(child),
             input=protocol.request(str(jobs_path), str(results_path)),
             cwd=folder,
             env=launch.environment(),
@@ -394,7 +407,8 @@ def run_portable(jobs: list[_PortableJob], folder: Path) -> None:
         failure = f"could not start a subprocess: {first_line(exc)}"
     if failure is None:
         data = json.loads(results_path.read_text(encoding="utf-8"))
-        if data["loaded"] or not data["torch_refused"]:
+        # torch_refused is None where the child needs torch (aoti) and blocks only the model's code.
+        if data["loaded"] or data["torch_refused"] is False:
             loaded = ", ".join(data["loaded"]) or "torch"
             failure = f"the subprocess imported {loaded} although it was blocked"
     for job, result in zip(jobs, data["results"] if failure is None else [None] * len(jobs), strict=True):
@@ -406,9 +420,10 @@ def run_portable(jobs: list[_PortableJob], folder: Path) -> None:
 
 def _judge_portable(job: _PortableJob, result: dict[str, Any]) -> None:
     rec, runtime = job.rec, job.spec["runtime"]
+    without = WITHOUT_MODEL if runtime == "aoti" else WITHOUT
     if not result["ok"]:
         rec.serializable = False
-        rec.serializable_reason = f"{runtime} load and run {WITHOUT} failed: {result['error']}"
+        rec.serializable_reason = f"{runtime} load and run {without} failed: {result['error']}"
         return
     portable = job.built.portable
     assert portable is not None
@@ -420,4 +435,4 @@ def _judge_portable(job: _PortableJob, result: dict[str, Any]) -> None:
         return
     rec.serializable = False
     detail = same.reason or f"max abs diff {same.max_abs_diff:.3g}"
-    rec.serializable_reason = f"the {runtime} output {WITHOUT} differs from the in-process one: {detail}"
+    rec.serializable_reason = f"the {runtime} output {without} differs from the in-process one: {detail}"

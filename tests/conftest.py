@@ -23,14 +23,18 @@ torch.set_num_threads(THREADS)
 
 TINY_MODELS = Path(__file__).with_name("tiny_models.py")
 RAY_TESTS = Path(__file__).resolve().with_name("ray")
+AOTI_TESTS = Path(__file__).resolve().with_name("aoti")
+# Folders the default run leaves out, and the variable their own tox env sets to collect them.
+OWN_ENV = {RAY_TESTS: "PYTEST_JITCPU_TESTS_NEED_RAY", AOTI_TESTS: "PYTEST_JITCPU_TESTS_AOTI"}
 
 
 def pytest_ignore_collect(collection_path: Path, config: pytest.Config) -> bool | None:
-    """tests/ray starts a real Ray cluster (minutes): it runs in the tox env ``ray``
-    (PYTEST_JITCPU_TESTS_NEED_RAY=1) or when named on the command line, not in the default run."""
-    if collection_path.resolve() != RAY_TESTS or os.environ.get("PYTEST_JITCPU_TESTS_NEED_RAY") == "1":
+    """tests/ray starts a real Ray cluster (minutes), tests/aoti compiles C++ (minutes): each runs in its
+    own tox env (``ray``, ``aoti``) or when named on the command line, not in the default run."""
+    folder = collection_path.resolve()
+    if folder not in OWN_ENV or os.environ.get(OWN_ENV[folder]) == "1":
         return None
-    named = any(Path(arg.split("::")[0]).resolve().is_relative_to(RAY_TESTS) for arg in config.args)
+    named = any(Path(arg.split("::")[0]).resolve().is_relative_to(folder) for arg in config.args)
     return None if named else True
 
 

@@ -124,7 +124,8 @@ def test_what_a_mode_costs_and_risks_comes_from_its_row() -> None:
 
     assert hints.TORCHSCRIPT_MODES == tuple(b.name for b in table.BACKENDS if b.family == "torchscript")
     assert {"trace-dict", "trace-tuple", "ipex"} <= set(hints.TORCHSCRIPT_MODES)
-    assert isolation.NOT_WARMED == {b.name for b in table.BACKENDS if b.fork_unsafe_pool}
+    assert isolation.NOT_WARMED == {b.name for b in table.BACKENDS if b.fork_unsafe_pool or not b.warm_up}
+    assert "aoti" in isolation.NOT_WARMED  # its warm-up would be a whole AOTInductor compile
     for row in table.BACKENDS:
         assert selection._build_cost(selection.Candidate(row.name, "fp32", "pass")) == row.build_cost, row.name
     with pytest.raises(ValueError, match="family 'jit'"):

@@ -82,7 +82,7 @@ class Portable:
     outputs back into eager's structure (the same function the in-process run uses, so both compare alike).
     """
 
-    runtime: str  # "onnxruntime" or "openvino": what the child process imports
+    runtime: str  # "onnxruntime", "openvino" or "aoti": what the child process loads it with
     save: Callable[[Path], Path]
     feed: Callable[[Inputs], list[tuple[str, Any]]]
     outputs: Callable[[list[Any]], Any]

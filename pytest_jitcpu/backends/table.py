@@ -33,7 +33,8 @@ class Backend:
     default: bool = False  # in the default --jitcpu-modes
     # The round trip that proves the built program runs without the model's Python code: "torchscript"
     # (torch.jit.save/load in a process without transformers), "onnx"/"openvino" (the saved file run by its
-    # runtime in a process that can import neither torch nor transformers), or None (nothing to save).
+    # runtime in a process that can import neither torch nor transformers), "aoti" (the .pt2 package run in
+    # a process that can import neither transformers nor the model's module), or None (nothing to save).
     round_trip: str | None = None
     searched: bool = False  # the divergence search runs on it (it can bake a branch or a shape in)
     # Its builder takes the check's input domain (``domain=``) and declares its varying dims dynamic in
@@ -58,6 +59,9 @@ class Backend:
     # child forked after it deadlocked (measured, even in pure-Python code). Crash isolation then runs
     # checks in-process (backends.FORK_UNSAFE_POOLS) and never warms this mode up in the parent.
     fork_unsafe_pool: str | None = None
+    # Crash isolation warms each mode up once in the parent (on a tiny Linear) before forking; not a mode
+    # whose warm-up is a whole compile of its own (aoti: a minute or more of g++) that saves a child nothing.
+    warm_up: bool = True
 
     @property
     def display(self) -> str:
@@ -153,6 +157,26 @@ BACKENDS: tuple[Backend, ...] = (
         not_in_auto="compiles for minutes, and again per new batch size",
     ),
     Backend(
+        "aoti",
+        "aoti",
+        "build",
+        "`torch.export` with the input domain's dims dynamic, `aoti_compile_and_package` into a `.pt2` with its "
+        "shape contract, loaded with `aoti_load_package`; an input outside the contract is refused, not run "
+        "(bf16: autocast written into the program; needs a C++ compiler)",
+        cli_names=("aoti",),
+        round_trip="aoti",
+        searched=True,
+        dynamic=True,
+        program="aoti package",
+        # measured on tiny models and MiniLM (docs/aoti.md): 1-3 minutes of g++ per model on 2 shared cores;
+        # 4x eager on a tiny BERT (Python overhead), within noise of eager on MiniLM at batch 32
+        not_in_auto="compiles C++ for minutes per model before the first row, and is not faster on a CPU encoder",
+        # g++ (one thread) took 13 one-thread eager passes of MiniLM's reference batch; eager with more
+        # threads gets faster, the compile does not
+        build_cost=30.0,
+        warm_up=False,
+    ),
+    Backend(
         "onnx",
         "onnx",
         "build",
@@ -214,6 +238,7 @@ DYNAMIC_MODES: tuple[str, ...] = tuple(b.name for b in BACKENDS if b.dynamic)
 TORCHSCRIPT_MODES: tuple[str, ...] = tuple(b.name for b in BACKENDS if b.family == "torchscript")
 # Modes crash isolation does not warm up in the parent: running one would make the parent unforkable.
 FORK_UNSAFE_MODES: frozenset[str] = frozenset(b.name for b in BACKENDS if b.fork_unsafe_pool)
+NOT_WARMED: frozenset[str] = FORK_UNSAFE_MODES | frozenset(b.name for b in BACKENDS if not b.warm_up)
 # `jitcpu run --mode` names -> engine modes (`trace` is the Trainer's jit_mode_eval: dict inputs).
 CLI_NAMES: dict[str, str] = {cli: b.name for b in BACKENDS for cli in b.cli_names}
 AUTO_CANDIDATES: tuple[str, ...] = tuple(b.display for b in BACKENDS if b.auto)

@@ -3,6 +3,8 @@
 * :mod:`.torchscript`: the TorchScript loader of the serialization round trip, a fresh Python that
   cannot import transformers (one per session, it serves batches of saved programs);
 * :mod:`.portable`: the ONNX / OpenVINO round trip, a fresh Python that cannot import torch either;
+* :mod:`.aoti`: the ``aoti`` round trip, a fresh Python with torch that cannot import transformers or the
+  model's own module;
 * the crash-isolation child is a fork of the test process, not a program: it stays in
   :mod:`pytest_jitcpu.isolation`.
 
