@@ -58,6 +58,7 @@ class Backend:
     # child forked after it deadlocked (measured, even in pure-Python code). Crash isolation then runs
     # checks in-process (backends.FORK_UNSAFE_POOLS) and never warms this mode up in the parent.
     fork_unsafe_pool: str | None = None
+    attention: str | None = None  # the transformers attn_implementation it switches a copy of the model to
 
     @property
     def display(self) -> str:
@@ -194,6 +195,47 @@ BACKENDS: tuple[Backend, ...] = (
         build_cost=10.0,
         fork_unsafe_pool="OpenVINO",  # compiling for CPU starts it
     ),
+    # BetterTransformer's successors (docs/attention.md): each runs a copy of the model switched to one
+    # attention implementation, eagerly; searched because padding is where they differ.
+    Backend(
+        "attn-eager",
+        "attention",
+        "build_eager",
+        '`model.set_attn_implementation("eager")` on a copy (weights shared), run eagerly: the matmul-softmax '
+        "attention",
+        cli_names=("attn-eager",),
+        searched=True,
+        auto=True,
+        program="model with eager attention",
+        attention="eager",
+        build_cost=0.5,  # a copy of the modules sharing the weights: no compile
+    ),
+    Backend(
+        "attn-sdpa",
+        "attention",
+        "build_sdpa",
+        '`model.set_attn_implementation("sdpa")` on a copy, run eagerly: '
+        "`torch.nn.functional.scaled_dot_product_attention`",
+        cli_names=("attn-sdpa",),
+        searched=True,
+        auto=True,
+        program="model with sdpa attention",
+        attention="sdpa",
+        build_cost=0.5,
+    ),
+    Backend(
+        "attn-flex",
+        "attention",
+        "build_flex",
+        '`model.set_attn_implementation("flex_attention")` on a copy, run eagerly; transformers compiles '
+        "the flex kernel with torch.compile on the first call",
+        cli_names=("attn-flex",),
+        searched=True,
+        program="model with flex_attention",
+        attention="flex_attention",
+        # measured on a tiny BERT: 8 s to compile the kernel, again (4-35 s) for each new batch shape class
+        not_in_auto="compiles its kernel for seconds per new shape, like compile",
+    ),
 )
 
 _BY_NAME = {b.name: b for b in BACKENDS}
@@ -214,6 +256,7 @@ DYNAMIC_MODES: tuple[str, ...] = tuple(b.name for b in BACKENDS if b.dynamic)
 TORCHSCRIPT_MODES: tuple[str, ...] = tuple(b.name for b in BACKENDS if b.family == "torchscript")
 # Modes crash isolation does not warm up in the parent: running one would make the parent unforkable.
 FORK_UNSAFE_MODES: frozenset[str] = frozenset(b.name for b in BACKENDS if b.fork_unsafe_pool)
+ATTENTION_MODES: tuple[str, ...] = tuple(b.name for b in BACKENDS if b.attention)
 # `jitcpu run --mode` names -> engine modes (`trace` is the Trainer's jit_mode_eval: dict inputs).
 CLI_NAMES: dict[str, str] = {cli: b.name for b in BACKENDS for cli in b.cli_names}
 AUTO_CANDIDATES: tuple[str, ...] = tuple(b.display for b in BACKENDS if b.auto)
