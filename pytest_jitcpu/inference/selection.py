@@ -405,7 +405,9 @@ def choose(
             )
     elif timed:
         pick = base
-        if candidates and all(c.status == "skipped" for c in candidates if c.status not in ("unavailable", "redundant")):
+        if candidates and all(
+            c.status == "skipped" for c in candidates if c.status not in ("unavailable", "redundant")
+        ):
             reason = (
                 f"this input is small (~{seconds(estimate_s)} in eager): building another mode would cost more "
                 f"than it could save (name them with --candidates to try them anyway)"
