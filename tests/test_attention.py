@@ -74,6 +74,7 @@ def test_a_fully_masked_row_shows_the_attention_difference(jitcpu_pytester: pyte
         "--jitcpu-dtypes=fp32",
         "--jitcpu-serialize=false",
         "--jitcpu-report=out/report.json",
+        "--jitcpu-report=out/report.md",
         "-rA",
     )
     no_internal_error(result)
@@ -100,6 +101,10 @@ def test_a_fully_masked_row_shows_the_attention_difference(jitcpu_pytester: pyte
     assert "padding" in padded_eager["generalization"]["kinds"]  # the padding variations ran on it
     for (mode, _), rec in records.items():
         assert rec["attn_implementation"] == {"eager": "sdpa", "attn-eager": "eager", "attn-sdpa": "sdpa"}[mode]
+    # The Markdown matrix names the attention the model runs as given, after the model.
+    markdown = (jitcpu_pytester.path / "out" / "report.md").read_text(encoding="utf-8")
+    rows = [line for line in markdown.splitlines() if line.startswith("| ") and "`test_padded.py::" in line]
+    assert rows and all(" | BertModel (sdpa attention) | " in row for row in rows[:2]), rows
 
 
 def test_a_model_given_with_eager_attention_differs_under_sdpa() -> None:
@@ -246,9 +251,9 @@ def test_jitcpu_run_auto_names_the_attention_it_chose(tmp_path: Path) -> None:
     assert "redundant  (the model already runs sdpa attention: that is eager/fp32)" in candidates["attn-sdpa/fp32"]
     # Whichever was faster here, the decision and the summary name its attention implementation.
     decision = next(line for line in lines if line.startswith("jitcpu: running "))
-    chosen = decision.split()[2]
+    chosen = decision.split()[2].rstrip(":")
     expected = {"eager/fp32": "sdpa", "attn-eager/fp32": "eager"}[chosen]
-    assert decision.startswith(f"jitcpu: running {chosen} ({expected} attention): ")
+    assert decision.startswith(f"jitcpu: running {chosen}: ") and decision.endswith(f" ({expected} attention)")
     final = next(line for line in lines if line.startswith("jitcpu run: 10 rows"))
     assert final.endswith(f"; mode {chosen} ({expected} attention)")
     rows = [json.loads(line) for line in out.read_text(encoding="utf-8").splitlines()]
@@ -265,5 +270,7 @@ def test_jitcpu_run_with_an_attention_mode_runs_it(tmp_path: Path) -> None:
     args = ["run", str(folder), "--task", "feature-extraction", "--input", str(texts), "--output", str(out)]
     proc = _jitcpu(*args, "--mode", "attn-eager", "--threads", "1")
     assert proc.returncode == 0, proc.stderr
-    assert "jitcpu: running attn-eager/fp32 (eager attention): verified on" in proc.stderr
+    decision = next(line for line in proc.stderr.splitlines() if line.startswith("jitcpu: running "))
+    assert decision.startswith("jitcpu: running attn-eager/fp32: verified on ")
+    assert decision.endswith(" batches of this input (eager attention)")
     assert proc.stderr.splitlines()[-2].endswith("; mode attn-eager/fp32 (eager attention)")
