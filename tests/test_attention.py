@@ -241,6 +241,7 @@ def test_jitcpu_run_auto_names_the_attention_it_chose(tmp_path: Path) -> None:
         "attn-eager,attn-sdpa",
         "--threads",
         "1",
+        "-v",  # every candidate with its status
         env_extra={"JITCPU_CACHE_DIR": str(tmp_path / "cache")},
     )
     assert proc.returncode == 0, proc.stderr

@@ -121,7 +121,7 @@ def test_a_few_dozen_rows_build_nothing_but_eager(model, monkeypatch):
     assert all("budget for choosing" in c.reason for c in result.decision.candidates if c.status == "skipped")
     # quiet by default: the decision in one line, no candidate table
     assert [line for line in lines if line.startswith("jitcpu: running")] == [
-        f"jitcpu: running eager/fp32: {result.decision.reason}"
+        f"jitcpu: running eager/fp32: {result.decision.reason} (sdpa attention)"  # the attention it runs
     ]
     assert not any("not tried: ~" in line or line.startswith("  ") for line in lines)
     assert len(result) == len(TEXTS)
