@@ -13,8 +13,9 @@ from typing import Any
 import torch
 
 from . import backends, generalize, hints, profiles, serialize, state
+from .backends.attention import implementation
 from .backends.base import Built, Fallback, Unavailable, first_line, timed_runs
-from .backends.table import DYNAMIC_MODES, ROUND_TRIP_MODES, SEARCHED_MODES
+from .backends.table import DYNAMIC_MODES, ROUND_TRIP_MODES, SEARCHED_MODES, backend
 from .compare import Tolerance, compare
 from .context import DECIDING, CheckContext, Watch
 from .inputs import Inputs, normalize
@@ -148,7 +149,11 @@ def _check(ctx: CheckContext) -> tuple[list[Record], Any]:
     settings = ctx.settings
     skip = ctx.watch.skip if ctx.watch is not None else frozenset()
 
+    given = implementation(ctx.model)  # the attention every mode but the attention ones runs (they set their own)
+
     def made(rec: Record) -> None:
+        if rec.attn_implementation is None and backend(rec.mode).attention is None:
+            rec.attn_implementation = given  # each record says which attention its mode ran
         records.append(rec)
         if ctx.watch is not None:
             ctx.watch.record(rec)
@@ -231,7 +236,7 @@ def _check_mode(ctx: CheckContext, mode: str, dtype: str, reference: Any, tolera
         rec.status, rec.reason = "fallback", first_line(exc)
         return rec
     rec.frozen, rec.warnings, rec.fused_ops = built.frozen, built.warnings, built.fused_ops
-    rec.compile_time_ms = built.compile_time_ms
+    rec.compile_time_ms, rec.attn_implementation = built.compile_time_ms, built.attn_implementation
     rec.notes.extend(built.notes)
     ctx.phase(mode, dtype, f"running {mode}/{dtype} on the example inputs")
     try:

@@ -12,7 +12,7 @@ import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
-from .backends.table import TORCHSCRIPT_MODES
+from .backends.table import ATTENTION_MODES, TORCHSCRIPT_MODES
 from .record import Record
 
 SUCCESSORS = ("export", "onnx")
@@ -91,6 +91,15 @@ HINTS: tuple[Hint, ...] = (
         "the trace froze the branch the example took: write it as torch.cond(pred, true_fn, false_fn, (x,)) "
         "and deploy with the export or onnx modes, which keep both branches",
         in_warnings=True,
+    ),
+    Hint(
+        "fully-masked-row",
+        ("diverges", "mismatch"),
+        r"differ|exceeds",
+        "attention implementations usually differ only on a row whose attention mask is all zeros (it has no "
+        "defined output, and each implementation gives another one): leave fully masked rows out of the batch "
+        "(or ignore their outputs), or deploy the attention implementation the reference ran",
+        when=lambda rec: rec.mode in ATTENTION_MODES,
     ),
 )
 

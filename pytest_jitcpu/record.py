@@ -44,6 +44,9 @@ class Record:
     generalization: dict[str, Any] | None = None
     # The check's input domain (domain.Domain.to_json): which dims varied, their ranges, which eager kept fixed.
     domain: dict[str, Any] | None = None
+    # The transformers attention implementation the mode ran the model with ("sdpa", "eager",
+    # "flex_attention"; None: not a transformers model, or an attention mode that could not be set).
+    attn_implementation: str | None = None
 
     @property
     def failed(self) -> bool:
@@ -166,7 +169,20 @@ def format_table(records: list[Record]) -> str:
     for row in rows:
         cells = [row[i].ljust(widths[i]) for i in range(len(widths))]
         lines.append("  ".join(cells) + "  " + row[-1])
+    attention = attention_line(records)
+    if attention:
+        lines.append(attention)
     return "\n".join(line.rstrip() for line in lines)
+
+
+def attention_line(records: list[Record]) -> str | None:
+    """Which attention implementation each mode ran, e.g. ``attention: sdpa (eager, trace-dict); eager
+    (attn-eager)``; None for a model that is not a transformers model."""
+    modes: dict[str, list[str]] = {}
+    for r in records:
+        if r.attn_implementation and r.mode not in modes.setdefault(r.attn_implementation, []):
+            modes[r.attn_implementation].append(r.mode)
+    return "attention: " + "; ".join(f"{a} ({', '.join(m)})" for a, m in modes.items()) if modes else None
 
 
 def _num(value: float | None) -> str:

@@ -54,7 +54,9 @@ def test_check_report_writes_the_plugins_json_and_markdown(model: Path, tmp_path
     assert "✅ **no model failing**, 1 passing (3 checks)" in md
     assert "<details><summary>✅ 1 passing model</summary>" in md
     row = next(line for line in md if line.startswith("| ✅ | `jitcpu check"))
-    assert row.endswith(f"| {name} | 3 pass | pass | pass (0) | pass (0) |")
+    # the model cell names the attention implementation the model runs (every record's attn_implementation)
+    assert {r["attn_implementation"] for r in data["results"]} == {"sdpa"}
+    assert row.endswith(f"| {name} (sdpa attention) | 3 pass | pass | pass (0) | pass (0) |")
     assert "```mermaid" in md and "xychart-beta" in md
 
 

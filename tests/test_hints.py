@@ -119,6 +119,16 @@ def torchscript_only() -> None:
     assert "TorchScript-only" not in alone.reason
 
 
+def fully_masked_row() -> None:
+    model, inputs = tm.tiny_bert()  # runs sdpa as given
+    inputs["attention_mask"][1] = 0
+    rec = check(model, inputs, "attn-eager").record("attn-eager")
+    assert rec.status == "mismatch" and rec.worst.startswith("last_hidden_state[1,"), rec.reason
+    assert rec.reason.endswith(hints.FIX + fix("fully-masked-row")), rec.reason
+    kept = {name: value[:1] for name, value in inputs.items()}  # the fix: the fully masked row left out
+    assert check(model, kept, "attn-eager").status("attn-eager") == "pass"
+
+
 REPRODUCERS: dict[str, Callable[[], None]] = {
     "dynamic-cache": dynamic_cache,
     "non-tensor-output": non_tensor_output,
@@ -126,6 +136,7 @@ REPRODUCERS: dict[str, Callable[[], None]] = {
     "data-dependent-branch-trace": data_dependent_branch_trace,
     "torchscript-only": torchscript_only,
     "shape-divergence": shape_divergence,
+    "fully-masked-row": fully_masked_row,
 }
 
 

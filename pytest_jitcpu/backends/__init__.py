@@ -48,4 +48,8 @@ def build(mode: str, model: Any, inputs: Inputs, dtype: str, domain: Domain | No
     if pool:
         FORK_UNSAFE_POOLS.add(pool)
     built.build_ms = (time.perf_counter() - start) * 1000
+    if built.attn_implementation is None:  # the attention modes set their own; the others run the model's
+        from .attention import implementation
+
+        built.attn_implementation = implementation(model)
     return built

@@ -71,6 +71,9 @@ class Built:
     probe_fused_ops: Callable[[], list[str]] | None = None
     # A program that runs without torch (ONNX, OpenVINO IR): what the round trip saves and reloads.
     portable: Portable | None = None
+    # The transformers attention implementation the program runs ("sdpa", "eager", ...; None: not a
+    # transformers model): a trace of an sdpa model and of an eager-attention model are different programs.
+    attn_implementation: str | None = None
 
 
 @dataclass

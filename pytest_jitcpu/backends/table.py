@@ -62,6 +62,7 @@ class Backend:
     # Crash isolation warms each mode up once in the parent (on a tiny Linear) before forking; not a mode
     # whose warm-up is a whole compile of its own (aoti: a minute or more of g++) that saves a child nothing.
     warm_up: bool = True
+    attention: str | None = None  # the transformers attn_implementation it switches a copy of the model to
 
     @property
     def display(self) -> str:
@@ -218,6 +219,47 @@ BACKENDS: tuple[Backend, ...] = (
         build_cost=10.0,
         fork_unsafe_pool="OpenVINO",  # compiling for CPU starts it
     ),
+    # BetterTransformer's successors (docs/attention.md): each runs a copy of the model switched to one
+    # attention implementation, eagerly; searched because padding is where they differ.
+    Backend(
+        "attn-eager",
+        "attention",
+        "build_eager",
+        '`model.set_attn_implementation("eager")` on a copy (weights shared), run eagerly: the matmul-softmax '
+        "attention",
+        cli_names=("attn-eager",),
+        searched=True,
+        auto=True,
+        program="model with eager attention",
+        attention="eager",
+        build_cost=0.5,  # a copy of the modules sharing the weights: no compile
+    ),
+    Backend(
+        "attn-sdpa",
+        "attention",
+        "build_sdpa",
+        '`model.set_attn_implementation("sdpa")` on a copy, run eagerly: '
+        "`torch.nn.functional.scaled_dot_product_attention`",
+        cli_names=("attn-sdpa",),
+        searched=True,
+        auto=True,
+        program="model with sdpa attention",
+        attention="sdpa",
+        build_cost=0.5,
+    ),
+    Backend(
+        "attn-flex",
+        "attention",
+        "build_flex",
+        '`model.set_attn_implementation("flex_attention")` on a copy, run eagerly; transformers compiles '
+        "the flex kernel with torch.compile on the first call",
+        cli_names=("attn-flex",),
+        searched=True,
+        program="model with flex_attention",
+        attention="flex_attention",
+        # measured on a tiny BERT: 8 s to compile the kernel, again (4-35 s) for each new batch shape class
+        not_in_auto="compiles its kernel for seconds per new shape, like compile",
+    ),
 )
 
 _BY_NAME = {b.name: b for b in BACKENDS}
@@ -239,6 +281,7 @@ TORCHSCRIPT_MODES: tuple[str, ...] = tuple(b.name for b in BACKENDS if b.family 
 # Modes crash isolation does not warm up in the parent: running one would make the parent unforkable.
 FORK_UNSAFE_MODES: frozenset[str] = frozenset(b.name for b in BACKENDS if b.fork_unsafe_pool)
 NOT_WARMED: frozenset[str] = FORK_UNSAFE_MODES | frozenset(b.name for b in BACKENDS if not b.warm_up)
+ATTENTION_MODES: tuple[str, ...] = tuple(b.name for b in BACKENDS if b.attention)
 # `jitcpu run --mode` names -> engine modes (`trace` is the Trainer's jit_mode_eval: dict inputs).
 CLI_NAMES: dict[str, str] = {cli: b.name for b in BACKENDS for cli in b.cli_names}
 AUTO_CANDIDATES: tuple[str, ...] = tuple(b.display for b in BACKENDS if b.auto)

@@ -303,7 +303,8 @@ class Predictor:
                 why = "; ".join(f"{m}: {selection.NOT_IN_AUTO[m]}" for m in skipped)
                 self.log(f"  not tried ({why}); add them with --candidates")
         if self.verbose >= 0:
-            self.log(f"jitcpu: running {d.name}: {d.reason}")
+            attention = f" ({d.attention} attention)" if d.attention else ""  # a part of the mode that ran
+            self.log(f"jitcpu: running {d.name}: {d.reason}{attention}")
         eager = d.built
         if d.mode != "eager":
             eager = backends.build("eager", module, first, d.dtype)
@@ -647,7 +648,7 @@ class Predictor:
                     setup += self.decision.seconds
                     summary.choice_s += self.decision.seconds
                     summary.mode, summary.dtype = self.decision.name.split("/")
-                    summary.decision = self.decision.reason
+                    summary.decision, summary.attention = self.decision.reason, self.decision.attention
         finally:
             if self.runner is not None:
                 summary.fallback = self.runner.fallback
@@ -661,7 +662,7 @@ class Predictor:
         summary = Summary(task=self.loaded.task, max_seq_length=self.loaded.max_seq_length)
         if self.decision is not None:
             summary.mode, summary.dtype = self.decision.name.split("/")
-            summary.decision = self.decision.reason
+            summary.decision, summary.attention = self.decision.reason, self.decision.attention
         return summary
 
     def predict(self, items: Iterable[Any]) -> Result:

@@ -25,6 +25,7 @@ import torch
 
 from .. import backends
 from ..backends import table
+from ..backends.attention import implementation
 from ..backends.base import Built, Fallback, Unavailable, first_line
 from ..compare import Tolerance, compare
 from ..inputs import Inputs
@@ -101,7 +102,9 @@ class ModelFailed(RuntimeError):
 class Candidate:
     mode: str  # engine mode, with "+onednn" for the fused trace variant
     dtype: str
-    status: str  # an engine status, or "skipped" (not tried: the reason says why)
+    # an engine status, "skipped" (not tried: the reason says why) or "redundant" (an attention mode that
+    # would switch the model to the implementation it already runs: eager in that dtype)
+    status: str
     reason: str | None = None
     max_abs_diff: float | None = None
     built: Built | None = None
@@ -136,6 +139,11 @@ class Decision:
     @property
     def name(self) -> str:
         return f"{display(self.mode)}/{self.dtype}"
+
+    @property
+    def attention(self) -> str | None:
+        """The transformers attention implementation the chosen mode runs (None: not a transformers model)."""
+        return self.built.attn_implementation
 
     def lines(self) -> list[str]:
         """The per-candidate table printed with the decision."""
@@ -301,6 +309,7 @@ def choose(
         sum(plan.tokens[j] for j in verify) + sum(plan.tokens[j] for j in timing_batches(plan.count, verify))
     )
 
+    given = implementation(module)  # an attention mode switching to it would run the model as it is
     candidates: list[Candidate] = []
     for mode in modes:
         for dtype in dtypes:
@@ -323,6 +332,10 @@ def choose(
         absent = missing(c.mode)
         if absent:
             c.status, c.reason = "unavailable", absent
+            return
+        switch = table.backend(c.base).attention
+        if switch is not None and switch == given:
+            c.status, c.reason = "redundant", f"the model already runs {switch} attention: that is eager/{c.dtype}"
             return
         cost_s = _build_cost(c) * unit_s + runs_s
         if budgeted and budget_s is not None and spent_s() + cost_s > budget_s:
@@ -405,7 +418,9 @@ def choose(
             )
     elif timed:
         pick = base
-        if candidates and all(c.status == "skipped" for c in candidates if c.status != "unavailable"):
+        if candidates and all(
+            c.status == "skipped" for c in candidates if c.status not in ("unavailable", "redundant")
+        ):
             reason = (
                 f"this input is small (~{seconds(estimate_s)} in eager): building another mode would cost more "
                 f"than it could save (name them with --candidates to try them anyway)"

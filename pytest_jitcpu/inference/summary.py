@@ -16,6 +16,7 @@ class Summary:
     mode: str = ""
     dtype: str = ""
     decision: str = ""  # why this mode
+    attention: str | None = None  # the transformers attention implementation the mode ran the model with
     fallback: str | None = None  # set when the mode failed during the run and eager took over
     rows: int = 0
     ok: int = 0
@@ -69,6 +70,8 @@ class Summary:
             text += f"; batch latency p50 {self.p50_ms:.1f} ms, p95 {self.p95_ms:.1f} ms ({self.batches} batches)"
         mode = f"{self.mode}/{self.dtype}" if self.mode else "none"
         text += f"; mode {mode}"
+        if self.attention:
+            text += f" ({self.attention} attention)"
         if self.fallback:
             text += " (fell back to eager during the run)"
         return text
@@ -96,6 +99,7 @@ class Summary:
             "mode": self.mode,
             "dtype": self.dtype,
             "decision": self.decision,
+            "attn_implementation": self.attention,
             "fallback": self.fallback,
             "rows": self.rows,
             "ok": self.ok,

@@ -57,7 +57,7 @@ def _matrix(rows: list[Model], columns: list[tuple[str, str]]) -> list[str]:
     return table(
         ["", "test", "model", "verdict", *(f"{m} {d}" for m, d in columns)],
         (
-            [m.sign, f"`{m.nodeid}`", escape(m.model), m.verdict()]
+            [m.sign, f"`{m.nodeid}`", escape(m.label), m.verdict()]
             + [status_cell(m.records[c]) if c in m.records else "" for c in columns]
             for m in rows
         ),

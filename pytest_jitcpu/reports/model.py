@@ -118,6 +118,13 @@ class Model:
         other = sum(n for s, n in counts.items() if s != "pass")
         return (-worst, -failing, -other)
 
+    @property
+    def label(self) -> str:
+        """The model's name, and the attention implementation it runs as given (its eager record's)."""
+        eager = next((r for (mode, _), r in self.records.items() if mode == "eager"), None)
+        attention = eager.attn_implementation if eager is not None else None
+        return f"{self.model} ({attention} attention)" if attention else self.model
+
     def verdict(self) -> str:
         counts = self.counts
         parts = [f"{counts[s]} {s}" for s in sorted(counts, key=lambda s: -_severity(s)) if s != "pass"]

@@ -159,6 +159,12 @@ def json_schema() -> dict[str, Any]:
                             "declared": {"type": "boolean"},
                         },
                     },
+                    "attn_implementation": {
+                        "$comment": "the transformers attention implementation the mode ran the model with (eager, "
+                        "sdpa, flex_attention, or 'sdpa; vision_config: eager' when sub-models differ); null for a "
+                        "model that is not a transformers model, or an attention mode that could not be set",
+                        "type": ["string", "null"],
+                    },
                 },
                 "allOf": [
                     {
