@@ -311,7 +311,7 @@ def test_bad_option_values_are_usage_errors(
         (
             "jitcpu(mode=['eager'])",
             "@pytest.mark.jitcpu got unknown keyword 'mode'; choose from modes, dtypes, atol, rtol, fallback, untested, "
-            "examples, generate",
+            "examples, generate, dynamic",
         ),
         (
             "jitcpu(modes=['eager', 'tracing'])",
