@@ -29,7 +29,7 @@ def check(
 ) -> CheckResult:
     """Check ``model`` on ``inputs`` (a dict of keyword arguments or a tuple of positional ones) in every
     selected mode and dtype, against eager fp32, over the input domain (``dynamic=``, see
-    :mod:`pytest_jitcpu.domain`).
+    :mod:`pytest_jitcpu.search.domain`).
 
     ``settings`` (from the plugin) wins over ``modes``/``dtypes``/``atol``/``rtol``/``dynamic``.
     ``isolate=True`` runs the check in a forked child (:mod:`pytest_jitcpu.isolation`): a model that kills

@@ -13,8 +13,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from .domain import Domain
 from .inputs import Inputs
+from .search.domain import Domain
 from .settings import Settings
 
 

@@ -12,7 +12,7 @@ from typing import Any
 
 import torch
 
-from . import backends, generalize, hints, profiles, serialize, state
+from . import backends, hints, serialize, state
 from .backends.attention import implementation
 from .backends.base import Built, Fallback, Unavailable, first_line, timed_runs
 from .backends.table import DYNAMIC_MODES, ROUND_TRIP_MODES, SEARCHED_MODES, backend
@@ -20,6 +20,7 @@ from .compare import Tolerance, compare
 from .context import DECIDING, CheckContext, Watch
 from .inputs import Inputs, normalize
 from .record import CheckResult, Record
+from .search import generalize, profiles
 from .settings import DEFAULT_DTYPES, DEFAULT_MODES, Settings, UsageError
 
 RUNS = 3  # runs per mode before comparing: TorchScript's profiling executor optimizes on later runs

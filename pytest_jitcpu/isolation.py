@@ -38,12 +38,13 @@ from typing import Any
 
 import torch
 
-from . import engine, replay, serialize, strategies
+from . import engine, serialize
 from .backends.base import FORK_UNSAFE_POOLS
 from .backends.table import NOT_WARMED, ROUND_TRIP_MODES, backend
 from .context import DECIDING, Watch
 from .inputs import Inputs, normalize
 from .record import CheckResult, Record
+from .search import replay, strategies
 from .settings import Settings
 
 # Every mode runs in the child (tests/test_isolation.py and tests/ipex crash each one there). ONNX

@@ -191,7 +191,7 @@ def session_settings(config: pytest.Config) -> Settings:
     settings = replace(Settings(), **given, ipex=ipex_requested(config))
     if "hypothesis" not in sys.modules:  # Hypothesis' plugin imports it only when a --hypothesis-* option is given
         return settings
-    from .profiles import from_hypothesis  # unset examples/derandomize follow Hypothesis' profile and seed
+    from .search.profiles import from_hypothesis  # unset examples/derandomize follow Hypothesis' profile and seed
 
     return from_hypothesis(settings, set(given), config.getoption("hypothesis_seed", None))
 

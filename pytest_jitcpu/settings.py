@@ -99,7 +99,7 @@ DYNAMIC_FORMS = (
 
 
 def parse_dynamic(value: Any, source: str = "dynamic") -> Any:
-    """A user's ``dynamic=`` (the input domain, :mod:`pytest_jitcpu.domain`): None for the defaults, False for
+    """A user's ``dynamic=`` (the input domain, :mod:`pytest_jitcpu.search.domain`): None for the defaults, False for
     static shapes, else {input: {dim: name} or None}. Its names are checked against the inputs when a check runs."""
     if value is True:
         return None  # the defaults

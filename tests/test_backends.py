@@ -14,9 +14,10 @@ from pathlib import Path
 
 import pytest
 
-from pytest_jitcpu import backends, environment, generalize, settings
+from pytest_jitcpu import backends, environment, settings
 from pytest_jitcpu.backends import table
 from pytest_jitcpu.inference import selection
+from pytest_jitcpu.search import generalize
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = ROOT / "pytest_jitcpu"

@@ -12,8 +12,9 @@ import pytest
 import torch
 from plugin_runs import load_json, records_by_test, schema_errors
 
-from pytest_jitcpu import domain, engine
+from pytest_jitcpu import engine
 from pytest_jitcpu.inputs import normalize
+from pytest_jitcpu.search import domain
 from pytest_jitcpu.settings import Settings, UsageError
 
 SEARCH = ("--jitcpu-examples=6", "--jitcpu-serialize=false", "--jitcpu-dtypes=fp32", "-rA")

@@ -22,9 +22,10 @@ from hypothesis import strategies as st
 from plugin_runs import load_json, outcomes, records_by_test, run
 from torch import nn
 
-from pytest_jitcpu import engine, strategies
+from pytest_jitcpu import engine
 from pytest_jitcpu.inputs import normalize
 from pytest_jitcpu.record import CheckResult
+from pytest_jitcpu.search import strategies
 from pytest_jitcpu.settings import Settings, UsageError
 
 TRACES = ("trace-dict", "trace-tuple")

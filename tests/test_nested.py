@@ -13,7 +13,7 @@ from transformers.modeling_outputs import BaseModelOutputWithPast
 from pytest_jitcpu import nested
 from pytest_jitcpu.inference.writers import _jsonable
 from pytest_jitcpu.inputs import Inputs
-from pytest_jitcpu.strategies import digest
+from pytest_jitcpu.search.strategies import digest
 
 Pair = namedtuple("Pair", "first second")
 

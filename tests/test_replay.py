@@ -12,8 +12,8 @@ import pytest
 import torch
 from plugin_runs import load_json, records_by_test, run, schema_errors
 
-from pytest_jitcpu import replay
 from pytest_jitcpu.inputs import Inputs
+from pytest_jitcpu.search import replay
 
 MODELS = '''
 import torch

@@ -9,9 +9,10 @@ import pytest
 import tiny_models as tm
 import torch
 
-from pytest_jitcpu import engine, variations
+from pytest_jitcpu import engine
 from pytest_jitcpu.inputs import normalize
 from pytest_jitcpu.record import CheckResult
+from pytest_jitcpu.search import variations
 from pytest_jitcpu.settings import Settings
 
 SETTINGS = Settings(modes=("eager", "trace-dict", "trace-tuple"), dtypes=("fp32",), examples=10, serialize=False)

@@ -15,8 +15,8 @@ from typing import TYPE_CHECKING, Any
 from .table import backend
 
 if TYPE_CHECKING:
-    from ..domain import Domain
     from ..inputs import Inputs
+    from ..search.domain import Domain
     from .base import Built
 
 

@@ -27,8 +27,8 @@ from typing import Any
 import torch
 
 from .. import nested
-from ..domain import Domain
 from ..inputs import Inputs
+from ..search.domain import Domain
 from . import aoti_package
 from .base import (
     Built,

@@ -1,5 +1,5 @@
 """The input domain's dims as ``torch.export`` dynamic shapes, shared by the backends that export
-(``export``, ``onnx``, ``aoti``): which dims to make dynamic (:class:`pytest_jitcpu.domain.Domain`), the
+(``export``, ``onnx``, ``aoti``): which dims to make dynamic (:class:`pytest_jitcpu.search.domain.Domain`), the
 export itself with a static retry, and the note saying what stayed dynamic and what was specialized (the
 artifact's shape contract). Not a backend: it has no row in the table.
 """
@@ -14,8 +14,8 @@ from typing import Any
 import torch
 
 from .. import nested
-from ..domain import Domain, by_roles
 from ..inputs import Inputs
+from ..search.domain import Domain, by_roles
 from .base import reason
 
 

@@ -9,8 +9,8 @@ from typing import Any
 
 import torch
 
-from ..domain import Domain
 from ..inputs import Inputs
+from ..search.domain import Domain
 from .base import Built, Fallback, captured_warnings, from_user_code, precision, quiet_torch_logs, reason
 from .dynamic import dynamic_dims, export_program
 

@@ -28,8 +28,8 @@ from unittest import mock
 import torch
 
 from .. import nested
-from ..domain import Domain
 from ..inputs import Inputs
+from ..search.domain import Domain
 from .base import (
     Built,
     Fallback,

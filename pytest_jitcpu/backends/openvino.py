@@ -24,8 +24,8 @@ from typing import Any
 import torch
 
 from .. import environment, nested
-from ..domain import Domain
 from ..inputs import Inputs, forward_parameters
+from ..search.domain import Domain
 from .base import (
     Built,
     Fallback,

@@ -262,13 +262,13 @@ def lookup(key: str, note: Callable[[str], None]) -> Entry | None:
     """The entry for ``key``, or None (no entry; or a damaged or foreign one: noted, and removed when the
     cache is writable, so the rebuild can take its place)."""
     folder = root() / key
-    meta_path = folder / META
-    if not meta_path.exists():
+    meta_file = folder / META
+    if not meta_file.exists():
         return None
     problem = None
     meta: dict[str, Any] = {}
     try:
-        meta = json.loads(meta_path.read_text(encoding="utf-8"))
+        meta = json.loads(meta_file.read_text(encoding="utf-8"))
         if not isinstance(meta, dict) or meta.get("schema") != SCHEMA or meta.get("key") != key:
             problem = "written by another version of pytest-jitcpu"
         elif meta.get("mode") not in KINDS:

@@ -24,10 +24,10 @@ from typing import Any
 import torch
 from hypothesis import strategies as st
 
-from . import nested
+from .. import nested
+from ..inputs import Inputs, normalize
+from ..settings import GENERATE_FORMS, UsageError
 from .domain import Domain, by_roles
-from .inputs import Inputs, normalize
-from .settings import GENERATE_FORMS, UsageError
 from .variations import Variation
 
 ELEMENTWISE_MAX = 64  # integer tensors up to this many elements are drawn element by element

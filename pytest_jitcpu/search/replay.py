@@ -17,7 +17,7 @@ from typing import Any
 import numpy
 import torch
 
-from .inputs import Inputs
+from ..inputs import Inputs
 
 SMALL = 16  # elements written out in full in the compact form
 

@@ -21,8 +21,8 @@ from typing import Any
 
 import torch
 
-from . import nested
-from .inputs import Inputs
+from .. import nested
+from ..inputs import Inputs
 
 # kind -> what it changes (the kinds are tried in the order :func:`variations` builds them).
 KINDS: dict[str, str] = {

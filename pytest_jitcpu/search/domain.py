@@ -31,7 +31,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from .settings import UsageError
+from ..settings import UsageError
 
 # Roles: what a dim means (said in notes and divergences), in the order they are described.
 ROLES: dict[str, str] = {
@@ -230,7 +230,7 @@ def _nested_batch_sizes(inputs: Any) -> set[int]:
     """Dim 0 of the tensors nested in an input (a cache's pairs): the batch is shared by them too."""
     import torch
 
-    from . import nested
+    from .. import nested
 
     sizes: set[int] = set()
     for value in inputs.values():

@@ -19,7 +19,7 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Any
 
-from .settings import Settings
+from ..settings import Settings
 
 
 def from_hypothesis(settings: Settings, given: set[str], seed: Any = None) -> Settings:

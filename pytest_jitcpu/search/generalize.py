@@ -38,15 +38,16 @@ import torch
 from hypothesis import HealthCheck, Phase, Verbosity
 from hypothesis.errors import HypothesisException, Unsatisfiable
 
-from . import backends, replay, state, strategies, variations
-from .backends.base import Built, captured_warnings, first_line, precision
-from .backends.table import SEARCHED_MODES, backend
-from .compare import Comparison, Tolerance, compare, leaves
-from .context import CheckContext
+from .. import backends, state
+from ..backends.base import Built, captured_warnings, first_line, precision
+from ..backends.table import SEARCHED_MODES, backend
+from ..compare import Comparison, Tolerance, compare, leaves
+from ..context import CheckContext
+from ..inputs import Inputs
+from ..record import Record
+from ..settings import Settings, UsageError
+from . import replay, strategies, variations
 from .domain import ROLES, declared
-from .inputs import Inputs
-from .record import Record
-from .settings import Settings, UsageError
 
 # Generated inputs drawn once per check before the Hypothesis search: when eager rejects them all
 # (coupled multimodal inputs), the search is skipped instead of drawing hundreds more.
@@ -422,7 +423,7 @@ def check(ctx: CheckContext, built: Built, rec: Record, tolerance: Tolerance) ->
 
 
 def _shapes(inputs: Inputs) -> tuple[tuple[int, ...], ...]:
-    from . import nested
+    from .. import nested
 
     return tuple(tuple(t.shape) for t in nested.tensors(inputs.values()))
 
