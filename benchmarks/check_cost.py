@@ -19,6 +19,7 @@ tests (``diverges``: the search finds the input the trace gets wrong) and pass t
 the counts are in the results.
 
     python benchmarks/check_cost.py --rounds 5
+    python benchmarks/check_cost.py --before /path/to/an/older/checkout   # and that plugin, side by side
 Writes benchmarks/results/check_cost.md and check_cost.json.
 """
 
@@ -56,14 +57,14 @@ def test_file(variant: str, names: list[str]) -> str:
     return "\n".join(lines)
 
 
-def run_once(work: Path, variant: str, threads: int) -> dict[str, float]:
+def run_once(work: Path, variant: str, threads: int, root: Path = ROOT) -> dict[str, float]:
     junit = work / f"junit-{variant}.xml"
-    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "PYTHONPATH": str(ROOT)}
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "PYTHONPATH": str(root)}
     env.update(HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", TOKENIZERS_PARALLELISM="false")
     env = {k: v for k, v in env.items() if not k.startswith("JITCPU_")}  # the plugin's defaults, not the caller's
     cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", f"--junitxml={junit}", "-W", "ignore"]
     cmd += ["-p", "no:jitcpu"] if variant == "hand" else []
-    cmd.append(f"test_{variant}.py")
+    cmd.append("test_hand.py" if variant == "hand" else "test_plugin.py")
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
     proc = subprocess.run(cmd, cwd=work, env=env, capture_output=True, text=True, check=False)
@@ -112,9 +113,25 @@ def summarize(runs: dict[str, list[dict]], args: argparse.Namespace, names: list
         "ratio_cpu_median": med["plugin"]["cpu_s"] / med["hand"]["cpu_s"],
         "ratio_cpu_best": best["plugin"]["cpu_s"] / best["hand"]["cpu_s"],
         "target": 1.25,
+        "before": _before(runs) if runs["before"] else None,
         "load_average": os.getloadavg(),
         "python": sys.version.split()[0],
     }
+
+
+def _before(runs: dict[str, list[dict]]) -> dict:
+    """The older checkout's plugin against the same hand-written runs (same rounds, same load)."""
+    out: dict = {}
+    for key in ("wall_s", "cpu_s"):
+        hand = [r[key] for r in runs["hand"]]
+        out[key] = {
+            "median": statistics.median(r[key] for r in runs["before"]),
+            "best": min(r[key] for r in runs["before"]),
+            "ratio_median": statistics.median(r[key] for r in runs["before"]) / statistics.median(hand),
+            "ratio_best": min(r[key] for r in runs["before"]) / min(hand),
+            "pair_ratios": [b[key] / h for b, h in zip(runs["before"], hand, strict=True)],
+        }
+    return out
 
 
 def markdown(data: dict) -> str:
@@ -151,11 +168,30 @@ def markdown(data: dict) -> str:
             + ", ".join(f"{r:.2f}" for r in data["pair_ratios"]["wall_s"])
             + f" (median {data['ratio_wall_pairs_median']:.2f}x; target <= {data['target']}x).",
             "",
+            *_before_lines(data),
             f"Tests the plugin failed (traps: {', '.join(data['traps']) or 'none'}): {caught}. "
             f"Hand-written failures: {', '.join(data['runs']['hand'][-1]['failed']) or 'none'}.",
             "",
         ]
     )
+
+
+def _before_lines(data: dict) -> list[str]:
+    before = data["before"]
+    if not before:
+        return []
+    wall, cpu = before["wall_s"], before["cpu_s"]
+    return [
+        "The plugin before this branch's changes (`--before`), in the same rounds:",
+        "",
+        "| | plugin before | ratio to hand-written |",
+        "|---|---|---|",
+        f"| whole pytest process, median | {wall['median']:.1f} s | {wall['ratio_median']:.2f}x |",
+        f"| whole pytest process, best of {data['rounds']} | {wall['best']:.1f} s | {wall['ratio_best']:.2f}x |",
+        f"| CPU time of the process tree, median | {cpu['median']:.1f} s | {cpu['ratio_median']:.2f}x |",
+        f"| CPU time of the process tree, best of {data['rounds']} | {cpu['best']:.1f} s | {cpu['ratio_best']:.2f}x |",
+        "",
+    ]
 
 
 def main() -> None:
@@ -164,6 +200,9 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1, help="OMP_NUM_THREADS of each run (default 1)")
     parser.add_argument("--models", default="", help="comma-separated subset of the models (default: all 26)")
     parser.add_argument("--out", type=Path, default=HERE / "results" / "check_cost")
+    parser.add_argument(
+        "--before", type=Path, help="another checkout of pytest-jitcpu: its plugin runs too, in the same rounds"
+    )
     args = parser.parse_args()
     names = [n.strip() for n in args.models.split(",") if n.strip()] or list(MODELS)
     unknown = [n for n in names if n not in MODELS]
@@ -172,14 +211,19 @@ def main() -> None:
     sys.path.insert(0, str(ROOT))
 
     runs: dict[str, list[dict]] = {v: [] for v in VARIANTS}
+    if args.before and not (args.before / "pytest_jitcpu").is_dir():
+        raise SystemExit(f"--before: {args.before} holds no pytest_jitcpu package")
     with tempfile.TemporaryDirectory(prefix="jitcpu-check-cost-") as folder:
         work = Path(folder)
         shutil.copy(HERE / "check_cost_models.py", work / "check_cost_models.py")
         for variant in VARIANTS:
             (work / f"test_{variant}.py").write_text(test_file(variant, names), encoding="utf-8")
+        variants = [*VARIANTS, "before"] if args.before else list(VARIANTS)
+        runs["before"] = []
         for i in range(args.rounds):
-            for variant in VARIANTS:
-                result = run_once(work, variant, args.threads)
+            for variant in variants:
+                root = args.before.resolve() if variant == "before" else ROOT
+                result = run_once(work, variant, args.threads, root)
                 runs[variant].append(result)
                 print(
                     f"round {i + 1} {variant}: {result['wall_s']:.1f} s wall, {result['cpu_s']:.1f} s CPU, "
