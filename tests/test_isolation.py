@@ -430,3 +430,49 @@ def test_bad_timeout_value_is_a_usage_error(jitcpu_pytester: pytest.Pytester, va
     result = jitcpu_pytester.runpytest_subprocess(f"--jitcpu-timeout={value}")
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     result.stderr.fnmatch_lines([f"*--jitcpu-timeout*{value}*seconds*"])
+
+
+GC_FROZEN = """
+import gc
+import os
+import sys
+
+import torch
+import pytest_jitcpu
+
+
+class RecordsFrozen(torch.nn.Module):
+    \"\"\"Writes how many objects the garbage collector leaves alone (frozen) in the process that runs it.\"\"\"
+
+    def __init__(self, path):
+        super().__init__()
+        self.lin = torch.nn.Linear(4, 4)
+        self.path = path
+
+    def forward(self, x):
+        with open(self.path, "a", encoding="utf-8") as f:
+            f.write(f"{os.getpid()} {gc.get_freeze_count()}\\n")
+        return self.lin(x)
+
+
+log = sys.argv[1]
+pytest_jitcpu.check(RecordsFrozen(log), {"x": torch.ones(2, 4)}, modes=["eager"], dtypes=["fp32"], isolate=True)
+print(os.getpid(), gc.get_freeze_count(), gc.isenabled())
+"""
+
+
+def test_a_child_leaves_the_parents_objects_to_the_parent_and_the_parent_is_not_left_frozen(tmp_path: Path) -> None:
+    """The child's collections skip the objects it inherited (gc.freeze before the fork: a collection
+    that walked them would copy the parent's heap page by page); the parent unfreezes them at once."""
+    script, log = tmp_path / "gc_frozen.py", tmp_path / "frozen.log"
+    script.write_text(GC_FROZEN, encoding="utf-8")
+    done = subprocess.run(
+        [sys.executable, str(script), str(log)], capture_output=True, text=True, timeout=300, cwd=tmp_path, check=False
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    parent, parent_frozen, enabled = done.stdout.split()
+    assert (parent_frozen, enabled) == ("0", "True")
+    runs = [line.split() for line in log.read_text(encoding="utf-8").splitlines()]
+    assert runs, "the model never ran"
+    assert all(pid != parent for pid, _ in runs)  # it ran in the child only
+    assert all(int(frozen) > 1000 for _, frozen in runs)  # with torch's objects frozen there
