@@ -12,7 +12,7 @@ import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
-from .backends.table import TORCHSCRIPT_MODES
+from .backends.table import QUANTIZED_MODES, TORCHSCRIPT_MODES
 from .record import Record
 
 SUCCESSORS = ("export", "onnx")
@@ -91,6 +91,14 @@ HINTS: tuple[Hint, ...] = (
         "the trace froze the branch the example took: write it as torch.cond(pred, true_fn, false_fn, (x,)) "
         "and deploy with the export or onnx modes, which keep both branches",
         in_warnings=True,
+    ),
+    Hint(
+        "int8-error",
+        ("mismatch", "diverges"),
+        r".",
+        "int8 differs from fp32 by design, and the default atol/rtol are fp32's: state the error you accept "
+        "(atol=/rtol= on the marker, --jitcpu-atol/--jitcpu-rtol; see docs/quantization.md)",
+        when=lambda rec: rec.mode in QUANTIZED_MODES,
     ),
 )
 
