@@ -216,6 +216,7 @@ BACKENDS: tuple[Backend, ...] = (
         not_searched=_QUANTIZED_NOT_SEARCHED.format("onnx"),
         package="onnxruntime",
         import_name="onnxruntime",
+        version_key="onnxruntime",
         extra="onnx",
         install="pip install 'pytest-jitcpu[onnx]'",
         program="quantized ONNX model",

@@ -180,7 +180,9 @@ class Predictor:
         self.candidates = (
             selection.parse_candidates(candidates)
             if candidates is not None
-            else selection.auto_modes(quantized=min_cosine is not None or min_agreement is not None)
+            else selection.auto_modes(quantized=True)
+            if min_cosine is not None or min_agreement is not None
+            else selection.auto_modes()
         )
         self.cache = cache_module.enabled() if cache is None else bool(cache)  # auto's decision cache
         self.expected_rows: int | None = None  # rows in the input when known: scales auto's effort
