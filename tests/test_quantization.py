@@ -95,7 +95,9 @@ def test_auto_without_a_budget_never_tries_int8(folders, monkeypatch):
 
     monkeypatch.setattr(backends, "builder", spy)
     lines: list[str] = []
-    result = run(folders["st"], rows=distinct_sentences(40), mode="auto", dtype="fp32", batch_size=4, log=lines.append)
+    result = run(
+        folders["st"], rows=distinct_sentences(40), mode="auto", dtype="fp32", batch_size=4, log=lines.append, verbose=1
+    )
     tried = {c.base for c in result.decision.candidates}
     assert not tried & set(INT8) and not set(built) & set(INT8)
     assert result.summary.gate is None and result.decision.gate is None
@@ -106,7 +108,7 @@ def test_a_budget_tries_int8_and_reports_worst_row_p1_and_rows_covered(folders):
     lines: list[str] = []
     p = Predictor(
         folders["st"], mode="auto", dtype="fp32", batch_size=2, min_cosine=0.5, log=lines.append,
-        candidates="eager,onnx-int8,openvino-int8", cache=False,
+        candidates="eager,onnx-int8,openvino-int8", cache=False, verbose=1,
     )  # fmt: skip
     result = p.predict(distinct_sentences(40))
     by_mode = {c.base: c for c in result.decision.candidates}
@@ -194,7 +196,7 @@ def _drifting_int8(armed: dict[str, bool]):
     """An `onnx-int8` that matches eager while auto chooses, then (armed) turns each batch's first row
     around: the rows a sample never saw."""
 
-    def make(model, inputs, dtype):
+    def make(model, inputs, dtype, **_options):
         def go(batch):
             with torch.no_grad():
                 out = batch.call(model).clone()
