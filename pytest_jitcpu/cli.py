@@ -174,6 +174,29 @@ def build_parser() -> argparse.ArgumentParser:
         help="do not rest on the cached verification: load the model in PyTorch and check the cached program "
         "against eager on this input's batches (a mismatch rebuilds it)",
     )
+    budget = run.add_argument_group(
+        "accuracy budget (docs/quantization.md): with one, --mode auto also tries int8 (onnx-int8, openvino-int8)"
+    )
+    budget.add_argument(
+        "--min-cosine",
+        default=None,
+        metavar="X",
+        help="embeddings: every row's cosine to eager fp32 must be >= X, in (0, 1], e.g. 0.99; measured row by "
+        "row on held-back batches of this input (default: none, fp tolerances only, no int8)",
+    )
+    budget.add_argument(
+        "--min-agreement",
+        default=None,
+        metavar="X",
+        help="classification, token classification, question answering: the share of rows whose labels equal "
+        "eager fp32's must be >= X, in (0, 1] (default: none)",
+    )
+    budget.add_argument(
+        "--verify-all",
+        action="store_true",
+        help="check every row against eager fp32 (an fp32 run as well: slower) and recompute in fp32 the rows "
+        "that miss the budget, so every output row meets it (default: the gate's sample)",
+    )
     run.add_argument("--pooling", choices=("mean", "cls", "max"), default=None, help="feature-extraction pooling")
     run.add_argument("--normalize", action=argparse.BooleanOptionalAction, default=None, help="L2-normalize embeddings")
     run.add_argument("--summary", default=None, metavar="PATH", help="also write the run's summary as JSON")
@@ -293,6 +316,14 @@ def _run(args: argparse.Namespace) -> int:
         raise _usage("--summary: give a file name (standard output is for --output -)")
     if args.ray is None and (args.actors or args.shards):
         raise _usage(f"{'--actors' if args.actors else '--shards'} needs --ray")
+    from .settings import parse_fraction
+
+    parse_fraction(args.min_cosine, "--min-cosine")  # a bad value is refused before torch loads
+    parse_fraction(args.min_agreement, "--min-agreement")
+    if args.verify_all and args.min_cosine is None and args.min_agreement is None:
+        raise _usage("--verify-all needs a budget to verify: --min-cosine X (embeddings) or --min-agreement X")
+    if args.ray is not None and (args.min_cosine or args.min_agreement or args.verify_all):
+        raise _usage("--min-cosine, --min-agreement and --verify-all do not run on --ray yet; run without --ray")
     _check_outputs(args.input, (("--output", args.output), ("--summary", args.summary)))
     if args.ray is not None:
         from .inference import cluster  # imports Ray: a usage error naming the extra when it is missing
@@ -326,6 +357,9 @@ def _run(args: argparse.Namespace) -> int:
         normalize=args.normalize,
         cache=args.cache,
         verbose=_verbosity(args),
+        min_cosine=args.min_cosine,
+        min_agreement=args.min_agreement,
+        verify_all=args.verify_all,
     )
     try:
         summary = predictor.run(args.input, args.output, args.input_format, args.progress)

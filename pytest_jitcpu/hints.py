@@ -12,7 +12,7 @@ import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
-from .backends.table import ATTENTION_MODES, TORCHSCRIPT_MODES
+from .backends.table import ATTENTION_MODES, QUANTIZED_MODES, TORCHSCRIPT_MODES
 from .record import Record
 
 SUCCESSORS = ("export", "onnx")
@@ -100,6 +100,14 @@ HINTS: tuple[Hint, ...] = (
         "defined output, and each implementation gives another one): leave fully masked rows out of the batch "
         "(or ignore their outputs), or deploy the attention implementation the reference ran",
         when=lambda rec: rec.mode in ATTENTION_MODES,
+    ),
+    Hint(
+        "int8-error",
+        ("mismatch", "diverges"),
+        r".",
+        "int8 differs from fp32 by design, and the default atol/rtol are fp32's: state the error you accept "
+        "(atol=/rtol= on the marker, --jitcpu-atol/--jitcpu-rtol; see docs/quantization.md)",
+        when=lambda rec: rec.mode in QUANTIZED_MODES,
     ),
 )
 

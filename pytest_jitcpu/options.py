@@ -24,6 +24,7 @@ from .settings import (
     FALLBACK_POLICIES,
     MODES,
     PARSERS,
+    QUANTIZED_MODES,
     UNTESTED_POLICIES,
     Settings,
     UsageError,
@@ -79,7 +80,12 @@ class Option:
 
 
 OPTIONS = (
-    Option("modes", f"comma-separated modes to check, or 'all' ({', '.join(MODES)})", ",".join(DEFAULT_MODES)),
+    Option(
+        "modes",
+        f"comma-separated modes to check ({', '.join(MODES)}), or 'all' (all but the int8 ones: name "
+        f"{', '.join(QUANTIZED_MODES)} with the atol/rtol they are to meet)",
+        ",".join(DEFAULT_MODES),
+    ),
     Option("dtypes", f"comma-separated dtypes ({', '.join(DTYPES)})", ",".join(DEFAULT_DTYPES)),
     Option("fallback", f"what a tracing fallback does ({', '.join(FALLBACK_POLICIES)})", "warn"),
     Option(

@@ -11,7 +11,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from .backends.table import DEFAULT_MODES, MODES, TRACE_MODES  # noqa: F401 - settings names them for everyone
+from .backends.table import ALL_MODES, DEFAULT_MODES, MODES, QUANTIZED_MODES, TRACE_MODES  # noqa: F401 - settings names them for everyone
 from .statuses import FAILING_STATUSES, STATUSES  # noqa: F401 - the same, for the statuses
 
 DTYPES: tuple[str, ...] = ("fp32", "bf16")
@@ -54,6 +54,10 @@ def parse_choices(value: str | Iterable[str], choices: Sequence[str], what: str,
 
 
 def parse_modes(value: str | Iterable[str], source: str = "modes") -> tuple[str, ...]:
+    # `all` is every mode but the quantized ones: those are named, with the tolerance they are to meet
+    # (docs/quantization.md), so a suite that says `all` does not start failing on int8 error.
+    if _split(value, "mode", source) == ["all"]:
+        return ALL_MODES
     modes = parse_choices(value, MODES, "mode", source)
     # eager is the reference: it always runs and always gets a record.
     return modes if "eager" in modes else ("eager", *modes)
@@ -130,6 +134,18 @@ def parse_tolerance(value: str | float | None, source: str = "tolerance") -> flo
     return _finite_non_negative(
         value, source, "is not a number; give a non-negative float such as 1e-5", "must be a finite number >= 0"
     )
+
+
+def parse_fraction(value: str | float | None, source: str) -> float | None:
+    """An accuracy budget (``--min-cosine``, ``--min-agreement``): a number in (0, 1], or None when not given."""
+    if value is None:
+        return None
+    number = _finite_non_negative(
+        value, source, "is not a number; give one in (0, 1], such as 0.99", "must be a number in (0, 1], such as 0.99"
+    )
+    if not 0 < number <= 1:
+        raise UsageError(f"{source}: {value!r} must be a number in (0, 1], such as 0.99")
+    return number
 
 
 def _finite_non_negative(value: str | float, source: str, not_a_number: str, out_of_range: str) -> float:

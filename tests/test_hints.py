@@ -129,7 +129,20 @@ def fully_masked_row() -> None:
     assert check(model, kept, "attn-eager").status("attn-eager") == "pass"
 
 
+def int8_error() -> None:
+    model = nn.Sequential(nn.Linear(16, 32), nn.ReLU(), nn.Linear(32, 4))
+    torch.manual_seed(0)
+    inputs = {"input": torch.randn(8, 16, generator=torch.Generator().manual_seed(0))}
+    rec = check(model, inputs, "onnx-int8").record("onnx-int8")
+    assert rec.status == "mismatch", rec.reason
+    assert rec.reason.endswith(hints.FIX + fix("int8-error")), rec.reason
+    # the fix: the error the user accepts, stated
+    settings = FAST.updated(modes=["eager", "onnx-int8"], atol=0.2, rtol=0.2)
+    assert engine.check(model.eval(), inputs, settings=settings).status("onnx-int8") == "pass"
+
+
 REPRODUCERS: dict[str, Callable[[], None]] = {
+    "int8-error": int8_error,
     "dynamic-cache": dynamic_cache,
     "non-tensor-output": non_tensor_output,
     "data-dependent-branch-export": data_dependent_branch_export,

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib
 import time
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from .table import backend
@@ -26,19 +27,33 @@ def builder(mode: str) -> Any:
     return getattr(importlib.import_module(f"{__name__}.{row.module}"), row.builder)
 
 
-def build(mode: str, model: Any, inputs: Inputs, dtype: str, domain: Domain | None = None) -> Built:
+def build(
+    mode: str,
+    model: Any,
+    inputs: Inputs,
+    dtype: str,
+    domain: Domain | None = None,
+    calibration: Sequence[Inputs] | None = None,
+) -> Built:
     """Prepare ``model`` for ``mode`` in ``dtype``; raises Fallback or Unavailable with the reason.
 
     ``domain``: the check's input domain, given to the builders whose row says ``dynamic`` (None: they
-    derive the defaults by role from ``inputs``)."""
+    derive the defaults by role from ``inputs``). ``calibration``: batches a calibrated mode (its row says
+    ``calibrated``) takes its int8 activation ranges from; without them it calibrates on ``inputs`` (and
+    says so in its notes). Other modes take none."""
     from .base import FORK_UNSAFE_POOLS, Unavailable  # here: listing modes must not import torch
 
     make = builder(mode)
     pool = backend(mode).fork_unsafe_pool
     start = time.perf_counter()
     row = backend(mode)
+    options: dict[str, Any] = {}
+    if row.dynamic:
+        options["domain"] = domain
+    if row.calibrated:
+        options["calibration"] = calibration
     try:
-        built = make(model, inputs, dtype, domain=domain) if row.dynamic else make(model, inputs, dtype)
+        built = make(model, inputs, dtype, **options)
     except Unavailable:
         raise  # it never got as far as starting anything
     except BaseException:

@@ -15,10 +15,12 @@ import contextlib
 import functools
 import importlib
 import io
+import logging
 import os
 import re
 import sys
 import sysconfig
+import tempfile
 import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -27,13 +29,14 @@ from unittest import mock
 
 import torch
 
-from .. import nested
+from .. import environment, nested
 from ..inputs import Inputs
 from ..search.domain import Domain
 from .base import (
     Built,
     Fallback,
     Portable,
+    Unavailable,
     captured_warnings,
     first_line,
     precision,
@@ -203,11 +206,11 @@ def _direct(model: torch.nn.Module, inputs: Inputs, domain: Domain | None, notes
     return program
 
 
-def build(model: torch.nn.Module, inputs: Inputs, dtype: str, domain: Domain | None = None) -> Built:
-    """Export (the input domain's dims dynamic), convert to ONNX, load in ONNX Runtime's CPU provider."""
-    require(dtype, unavailable_reason, bf16_unsupported)
-    seen: list[str] = []
-    notes: list[str] = []
+def _export(
+    model: torch.nn.Module, inputs: Inputs, dtype: str, domain: Domain | None, seen: list[str], notes: list[str]
+) -> tuple[Any, Any]:
+    """(exported program, ONNX program): torch.export with the input domain's dims dynamic, then the
+    converter; retried through torch.onnx.export's own strategies."""
     import onnxscript  # noqa: F401 - imported first so its folder is known to the warnings filter
 
     try:
@@ -231,10 +234,24 @@ def build(model: torch.nn.Module, inputs: Inputs, dtype: str, domain: Domain | N
         raise
     except Exception as exc:  # noqa: BLE001 - any export failure is a fallback with the exporter's reason
         raise Fallback(exporter_reason(exc), seen) from None
-    proto = program.model_proto
+    return exported, program
+
+
+def _runnable(
+    mode: str,
+    dtype: str,
+    model_bytes: bytes,
+    exported: Any,
+    inputs: Inputs,
+    seen: list[str],
+    notes: list[str],
+    module: Any = None,
+) -> Built:
+    """Load ``model_bytes`` in ONNX Runtime's CPU provider: the run, the feed and the portable program
+    (``save`` writes those bytes: the file the runtime ran, what an artifact cache keeps)."""
     threads = torch.get_num_threads()
     try:
-        session = _session(proto.SerializeToString(), threads)
+        session = _session(model_bytes, threads)
     except Exception as exc:  # noqa: BLE001
         raise Fallback(f"ONNX Runtime cannot load the exported model: {_runtime_error(exc)}", seen) from None
     given = [i.name for i in session.get_inputs()]
@@ -262,8 +279,90 @@ def build(model: torch.nn.Module, inputs: Inputs, dtype: str, domain: Domain | N
 
     def save(folder: Path) -> Path:
         path = folder / "model.onnx"
-        program.save(str(path))
+        path.write_bytes(model_bytes)
         return path
 
     portable = Portable("onnxruntime", save, feed, outputs, {"threads": threads})
-    return Built("onnx", dtype, run, module=program, warnings=seen, notes=notes, portable=portable)
+    module = model_bytes if module is None else module
+    return Built(mode, dtype, run, module=module, warnings=seen, notes=notes, portable=portable)
+
+
+def build(model: torch.nn.Module, inputs: Inputs, dtype: str, domain: Domain | None = None) -> Built:
+    """Export (the input domain's dims dynamic), convert to ONNX, load in ONNX Runtime's CPU provider."""
+    require(dtype, unavailable_reason, bf16_unsupported)
+    seen: list[str] = []
+    notes: list[str] = []
+    exported, program = _export(model, inputs, dtype, domain, seen, notes)
+    model_bytes = program.model_proto.SerializeToString()
+    return _runnable("onnx", dtype, model_bytes, exported, inputs, seen, notes, module=program)
+
+
+# CPU flags with int8 dot-product instructions (VNNI): without them, ONNX Runtime's int8 kernels can
+# saturate on 8-bit weights (vpmaddubsw adds two products into 16 bits), which 7-bit weights avoid.
+VNNI_FLAGS = ("avx512_vnni", "avx_vnni", "amx_int8")
+SERIALIZE_LIMIT = 2 << 30  # a protobuf cannot hold more: larger models need external data files
+
+
+def quantization_settings() -> dict[str, Any]:
+    """quantize_dynamic's options for this CPU, read at run time: per-channel int8 weights everywhere;
+    ``reduce_range`` (7-bit weights) only where the CPU has no VNNI (ONNX Runtime's advice for such CPUs)."""
+    vnni = sorted(set(VNNI_FLAGS) & environment.cpu_flags())
+    return {"per_channel": True, "reduce_range": not vnni, "vnni": vnni}
+
+
+def _int8_unavailable(dtype: str) -> None:
+    if dtype != "fp32":
+        raise Unavailable(
+            "int8 modes quantize the fp32 model (activations stay fp32 between int8 ops); check it in fp32"
+        )
+    why = unavailable_reason()
+    if why is None:
+        try:
+            with captured_warnings([], keep=lambda w: False):
+                importlib.import_module("onnxruntime.quantization")
+        except Exception as exc:  # noqa: BLE001 - a broken install is a reason, not a crash
+            why = f"onnxruntime.quantization failed to import: {first_line(exc)}"
+    if why is not None:
+        raise Unavailable(why)
+
+
+@contextlib.contextmanager
+def _root_logger_errors_only() -> Iterator[None]:
+    # quantize_dynamic advises pre-processing through the root logger on every call; the note says what ran
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        root.setLevel(level)
+
+
+def build_int8(model: torch.nn.Module, inputs: Inputs, dtype: str, domain: Domain | None = None) -> Built:
+    """The onnx export, quantized by ``onnxruntime.quantization.quantize_dynamic`` (no calibration: the
+    activations' scales are computed per batch at run time), loaded in ONNX Runtime's CPU provider."""
+    _int8_unavailable(dtype)
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    seen: list[str] = []
+    notes: list[str] = []
+    exported, program = _export(model, inputs, "fp32", domain, seen, notes)
+    if program.model_proto.ByteSize() >= SERIALIZE_LIMIT:
+        raise Fallback("the exported model is over 2 GB: quantizing it needs external data files, not done here")
+    options = quantization_settings()
+    vnni = options.pop("vnni")
+    try:
+        with tempfile.TemporaryDirectory(prefix="jitcpu-int8-") as tmp, captured_warnings([], keep=lambda w: False):
+            source, target = Path(tmp) / "fp32.onnx", Path(tmp) / "int8.onnx"
+            source.write_bytes(program.model_proto.SerializeToString())
+            with _quiet_output(), _root_logger_errors_only():
+                quantize_dynamic(source, target, weight_type=QuantType.QInt8, **options)
+            model_bytes = target.read_bytes()
+    except Exception as exc:  # noqa: BLE001 - a model the quantizer cannot take is a fallback with the reason
+        raise Fallback(f"onnxruntime quantize_dynamic failed: {first_line(exc)}", seen) from None
+    cpu = f"VNNI ({', '.join(vnni)})" if vnni else "no VNNI"
+    notes.append(
+        f"onnx-int8: quantize_dynamic, int8 weights per_channel={options['per_channel']}, "
+        f"reduce_range={options['reduce_range']} (this CPU: {cpu})"
+    )
+    return _runnable("onnx-int8", dtype, model_bytes, exported, inputs, seen, notes)

@@ -15,9 +15,10 @@ fp16 weight compression) is what the round trip loads in a process without torch
 from __future__ import annotations
 
 import contextlib
+import io
 import logging
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +31,7 @@ from .base import (
     Built,
     Fallback,
     Portable,
+    Unavailable,
     captured_warnings,
     first_line,
     quiet_torch_logs,
@@ -155,15 +157,12 @@ def _feeder(model: torch.nn.Module, compiled: Any, inputs: Inputs) -> Any:
     return feed
 
 
-def build(model: torch.nn.Module, inputs: Inputs, dtype: str, domain: Domain | None = None) -> Built:
-    """convert_model with the example inputs, compiled for CPU in the dtype's precision. Every input dim
-    is left dynamic, which covers any input domain; the note names the dims the converted model fixes
-    anyway and, when they belong to the ``domain``, that its shape contract is narrower than the domain."""
-    require(dtype, unavailable_reason, bf16_unsupported)
+def _convert(
+    model: torch.nn.Module, inputs: Inputs, domain: Domain | None, seen: list[str], notes: list[str]
+) -> tuple[Any, Any, int]:
+    """(converted ov.Model, eager's output structure, its tensor count): convert_model with the example."""
     import openvino as ov
 
-    seen: list[str] = []
-    notes: list[str] = []
     with torch.no_grad(), captured_warnings([], keep=lambda w: False):
         reference = inputs.clone().call(model)  # the structure the outputs are put back into
     leaves, spec = nested.flatten(reference)
@@ -176,15 +175,32 @@ def build(model: torch.nn.Module, inputs: Inputs, dtype: str, domain: Domain | N
     except Exception as exc:  # noqa: BLE001 - any conversion failure is a fallback with its reason
         raise Fallback(conversion_reason(exc), seen) from None
     notes.append(_static_dims(converted, domain))
+    return converted, spec, len(leaves)
+
+
+def _compiled(
+    mode: str,
+    dtype: str,
+    model: torch.nn.Module,
+    inputs: Inputs,
+    converted: Any,
+    spec: Any,
+    count: int,
+    seen: list[str],
+    notes: list[str],
+) -> Built:
+    """Compile ``converted`` for CPU in the dtype's precision: the run, the feed and the portable IR."""
+    import openvino as ov
+
     threads = torch.get_num_threads()
     config = {"INFERENCE_PRECISION_HINT": HINTS[dtype], "INFERENCE_NUM_THREADS": threads}
     try:
         compiled = ov.Core().compile_model(converted, "CPU", config)
     except Exception as exc:  # noqa: BLE001
         raise Fallback(f"OpenVINO cannot compile the converted model for CPU: {first_line(exc)}", seen) from None
-    if len(compiled.outputs) != len(leaves):
+    if len(compiled.outputs) != count:
         raise Fallback(
-            f"the converted model has {len(compiled.outputs)} outputs for the {len(leaves)} tensors forward() returns",
+            f"the converted model has {len(compiled.outputs)} outputs for the {count} tensors forward() returns",
             seen,
         )
     feed = _feeder(model, compiled, inputs)
@@ -204,4 +220,85 @@ def build(model: torch.nn.Module, inputs: Inputs, dtype: str, domain: Domain | N
 
     options = {"threads": threads, "precision": HINTS[dtype]}
     portable = Portable("openvino", save, feed, outputs, options)
-    return Built("openvino", dtype, run, module=converted, warnings=seen, notes=notes, portable=portable)
+    return Built(mode, dtype, run, module=converted, warnings=seen, notes=notes, portable=portable)
+
+
+def build(model: torch.nn.Module, inputs: Inputs, dtype: str, domain: Domain | None = None) -> Built:
+    """convert_model with the example inputs, compiled for CPU in the dtype's precision. Every input dim
+    is left dynamic, which covers any input domain; the note names the dims the converted model fixes
+    anyway and, when they belong to the ``domain``, that its shape contract is narrower than the domain."""
+    require(dtype, unavailable_reason, bf16_unsupported)
+    seen: list[str] = []
+    notes: list[str] = []
+    converted, spec, count = _convert(model, inputs, domain, seen, notes)
+    return _compiled("openvino", dtype, model, inputs, converted, spec, count, seen, notes)
+
+
+def nncf_unavailable() -> str | None:
+    """Why openvino-int8 cannot run here (openvino or nncf missing or broken), or None when it can."""
+    why = unavailable_reason()
+    if why is not None:
+        return why
+    try:
+        with captured_warnings([], keep=lambda w: False), _quiet_nncf():
+            import nncf  # noqa: F401
+    except ImportError:
+        return f"nncf is not installed ({backend('openvino-int8').install})"
+    except Exception as exc:  # noqa: BLE001 - a broken install is a reason, not a crash
+        return f"nncf failed to import: {first_line(exc)}"
+    return None
+
+
+@contextlib.contextmanager
+def _quiet_nncf() -> Iterator[None]:
+    # NNCF logs its progress and draws progress bars while it calibrates; the record notes what it did.
+    logger = logging.getLogger("nncf")
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+            yield
+    finally:
+        logger.setLevel(level)
+
+
+def _rows(batch: Inputs) -> int:
+    values = list(batch.kwargs.values()) if batch.kwargs is not None else list(batch.args)
+    tensors = nested.tensors(values)
+    return int(tensors[0].shape[0]) if tensors and tensors[0].dim() else 1
+
+
+def build_int8(
+    model: torch.nn.Module,
+    inputs: Inputs,
+    dtype: str,
+    domain: Domain | None = None,
+    calibration: Sequence[Inputs] | None = None,
+) -> Built:
+    """convert_model, then ``nncf.quantize`` (int8 weights and activations; activation ranges from the
+    ``calibration`` batches, else from the example inputs themselves), compiled for CPU with f32 precision
+    for what stays in floating point."""
+    if dtype != "fp32":
+        raise Unavailable("int8 modes quantize the fp32 model (what is not int8 stays fp32); check it in fp32")
+    why = nncf_unavailable()
+    if why is not None:
+        raise Unavailable(why)
+    import nncf
+
+    seen: list[str] = []
+    notes: list[str] = []
+    converted, spec, count = _convert(model, inputs, domain, seen, notes)
+    batches = list(calibration) if calibration else [inputs]
+    feed = _feeder(model, converted, inputs)
+    items = [{name: array for name, array in feed(batch.clone())} for batch in batches]
+    try:
+        with captured_warnings([], keep=lambda w: False), _quiet_nncf():
+            quantized = nncf.quantize(
+                converted, nncf.Dataset(items), model_type=nncf.ModelType.TRANSFORMER, subset_size=len(items)
+            )
+    except Exception as exc:  # noqa: BLE001 - a model NNCF cannot quantize is a fallback with the reason
+        raise Fallback(f"nncf.quantize failed: {first_line(exc)}", seen) from None
+    rows = sum(_rows(b) for b in batches)
+    source = "rows set aside from the input" if calibration else "the example inputs themselves"
+    notes.append(f"openvino-int8: nncf.quantize (transformer preset), calibrated on {rows} rows ({source})")
+    return _compiled("openvino-int8", dtype, model, inputs, quantized, spec, count, seen, notes)

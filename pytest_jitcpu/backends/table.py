@@ -63,6 +63,13 @@ class Backend:
     # whose warm-up is a whole compile of its own (aoti: a minute or more of g++) that saves a child nothing.
     warm_up: bool = True
     attention: str | None = None  # the transformers attn_implementation it switches a copy of the model to
+    # int8: compared by an accuracy budget the user states (run: --min-cosine/--min-agreement; the plugin:
+    # the user's atol/rtol), never by fp tolerances; `auto` tries it only under such a budget, and `all`
+    # in --jitcpu-modes leaves it out (its default tolerance would fail it, or hide its error if loosened).
+    quantized: bool = False
+    # A build needs calibration rows (static int8 activations): `jitcpu run` sets some of the input's own
+    # rows aside for it; the plugin calibrates on the example inputs (noted on the record).
+    calibrated: bool = False
 
     @property
     def display(self) -> str:
@@ -77,6 +84,10 @@ class Backend:
         """A TorchScript trace (round-tripped with torch.jit.save/load)."""
         return self.round_trip == "torchscript"
 
+
+_QUANTIZED_NOT_SEARCHED = (
+    "the same program as {0} before quantizing (searched there): int8 changes values, not the graph"
+)
 
 BACKENDS: tuple[Backend, ...] = (
     Backend(
@@ -260,6 +271,48 @@ BACKENDS: tuple[Backend, ...] = (
         # measured on a tiny BERT: 8 s to compile the kernel, again (4-35 s) for each new batch shape class
         not_in_auto="compiles its kernel for seconds per new shape, like compile",
     ),
+    Backend(
+        "onnx-int8",
+        "onnx",
+        "build_int8",
+        "the `onnx` program quantized by ONNX Runtime's `quantize_dynamic` (int8 weights, activations quantized "
+        "per batch at run time; per-channel weights, 7-bit `reduce_range` on a CPU without VNNI), fp32 only",
+        cli_names=("onnx-int8",),
+        round_trip="onnx",
+        not_searched=_QUANTIZED_NOT_SEARCHED.format("onnx"),
+        package="onnxruntime",
+        import_name="onnxruntime",
+        version_key="onnxruntime",
+        extra="onnx",
+        install="pip install 'pytest-jitcpu[onnx]'",
+        program="quantized ONNX model",
+        quantized=True,
+        dynamic=True,
+        family="runtime",
+        build_cost=7.0,  # the onnx export plus quantize_dynamic (about one eager pass)
+    ),
+    Backend(
+        "openvino-int8",
+        "openvino",
+        "build_int8",
+        "the `openvino` model quantized by NNCF's `nncf.quantize` (int8 weights and activations, calibrated on "
+        "rows of the input set aside for it), compiled for CPU, fp32 only",
+        cli_names=("openvino-int8",),
+        round_trip="openvino",
+        not_searched=_QUANTIZED_NOT_SEARCHED.format("openvino"),
+        package="nncf",
+        import_name="nncf",
+        version_key="nncf",
+        extra="quant",
+        install="pip install 'pytest-jitcpu[quant]'",
+        program="quantized OpenVINO model",
+        quantized=True,
+        calibrated=True,
+        dynamic=True,
+        family="runtime",
+        build_cost=14.0,  # the conversion plus NNCF's statistics (the calibration rows' passes come on top)
+        fork_unsafe_pool="OpenVINO",
+    ),
 )
 
 _BY_NAME = {b.name: b for b in BACKENDS}
@@ -284,6 +337,10 @@ NOT_WARMED: frozenset[str] = FORK_UNSAFE_MODES | frozenset(b.name for b in BACKE
 ATTENTION_MODES: tuple[str, ...] = tuple(b.name for b in BACKENDS if b.attention)
 # `jitcpu run --mode` names -> engine modes (`trace` is the Trainer's jit_mode_eval: dict inputs).
 CLI_NAMES: dict[str, str] = {cli: b.name for b in BACKENDS for cli in b.cli_names}
+QUANTIZED_MODES: tuple[str, ...] = tuple(b.name for b in BACKENDS if b.quantized)
+# What `all` selects in --jitcpu-modes / `jitcpu check --modes`: every mode but the quantized ones (named
+# explicitly, with the tolerance they are to meet).
+ALL_MODES: tuple[str, ...] = tuple(b.name for b in BACKENDS if not b.quantized)
 AUTO_CANDIDATES: tuple[str, ...] = tuple(b.display for b in BACKENDS if b.auto)
 NOT_IN_AUTO: dict[str, str] = {b.display: b.not_in_auto for b in BACKENDS if b.not_in_auto}
 DISPLAY: dict[str, str] = {b.name: b.display for b in BACKENDS}

@@ -82,6 +82,7 @@ def try_run(args: Any, model: str | None, mode: str, dtype: str | None, log: Cal
     if (
         not cache_on
         or args.verify
+        or getattr(args, "verify_all", False)  # every row against eager fp32: that needs torch
         or args.ray is not None
         or "-" in (args.input, args.output)  # stdin is read once; rows sent to stdout cannot be taken back
         or mode not in ("auto", *artifacts.KINDS)

@@ -18,10 +18,11 @@ import torch
 
 from .. import backends, environment
 from ..atomic import same_file
+from ..backends import table
 from ..backends.base import Built, first_line
 from ..inputs import Inputs
 from ..settings import DTYPES, UsageError
-from . import artifacts, batching, models, rows, selection, tasks, writers
+from . import artifacts, batching, gate, models, rows, selection, tasks, writers
 from . import cache as cache_module
 from .progress import Progress
 from .summary import Summary
@@ -50,13 +51,29 @@ class ModeRunner:
     """Runs batches in the chosen mode; the first failure is logged once and eager (same dtype) runs that
     batch and every later one, so no row is lost or repeated."""
 
-    def __init__(self, built: Built, eager: Built, log: Callable[[str], None]) -> None:
+    def __init__(
+        self, built: Built, eager: Built, log: Callable[[str], None], verifier: gate.Verifier | None = None
+    ) -> None:
         self.built = built
         self.eager = eager
         self.log = log
         self.fallback: str | None = None
+        self.verifier = verifier  # --verify-all: each batch checked against eager fp32, missing rows replaced
 
     def __call__(self, inputs: Inputs) -> tuple[Any, float]:
+        start = time.perf_counter()
+        if self.verifier is not None and not (self.built.mode == "eager" and self.built.dtype == "fp32"):
+            fresh = inputs.clone()  # the fp32 reference runs on the batch as given, not as the mode left it
+            out, _ = self._run(inputs)
+            out = self.verifier(fresh, out)
+            return out, (time.perf_counter() - start) * 1000
+        if self.verifier is not None:
+            out, ms = self._run(inputs)
+            self.verifier.fp32_rows(_rows(out))
+            return out, ms
+        return self._run(inputs)
+
+    def _run(self, inputs: Inputs) -> tuple[Any, float]:
         start = time.perf_counter()
         try:
             out = self.built.run(inputs)
@@ -101,6 +118,13 @@ def _open_artifact(entry: artifacts.Entry) -> Built:
         return outs[0] if len(outs) == 1 else tuple(outs)
 
     return Built(entry.mode, entry.dtype, run)
+
+
+def _rows(output: Any) -> int:
+    from ..nested import tensors
+
+    found = tensors(output)
+    return int(found[0].shape[0]) if found and found[0].dim() else 0
 
 
 @dataclass
@@ -166,6 +190,9 @@ class Predictor:
         log: Callable[[str], None] | bool = True,
         cache: bool | None = None,
         verbose: int = 0,
+        min_cosine: float | str | None = None,
+        min_agreement: float | str | None = None,
+        verify_all: bool = False,
     ) -> None:
         start = time.perf_counter()
         self.mode = selection.parse_mode(mode)
@@ -181,7 +208,13 @@ class Predictor:
         self.on_error = on_error
         # Candidates named by the user are all tried; the default ones only as this input's size allows.
         self.explicit_candidates = candidates is not None
-        self.candidates = selection.parse_candidates(candidates) if candidates is not None else selection.auto_modes()
+        self.candidates = (
+            selection.parse_candidates(candidates)
+            if candidates is not None
+            else selection.auto_modes(quantized=True)
+            if min_cosine is not None or min_agreement is not None
+            else selection.auto_modes()
+        )
         self.cache = cache_module.enabled() if cache is None else bool(cache)  # decisions and artifacts
         # The request as the artifact cache keys it (the torch-free start builds the same from the CLI's args).
         self._request_args = {
@@ -205,7 +238,11 @@ class Predictor:
         # Like pytest's -q/-v: 0 says the decision in one line; 1 adds the model's notes and every candidate
         # with its status, timing and reason; -1 only warnings. The summary is the caller's to print.
         self.verbose = int(verbose)
+        # the budget's values are checked before the model loads; its task once the model says which it is
+        self.budget = gate.parse_budget(min_cosine, min_agreement, verify_all)
+        self._check_quantized()
         self.loaded = models.load(model, task, max_seq_length, pooling, normalize)
+        gate.check_task(self.budget, self.loaded.task)
         if task_row(self.loaded.task).windows and doc_stride >= self.loaded.max_seq_length // 2:
             raise UsageError(
                 f"--doc-stride: {doc_stride} must be less than half of --max-seq-length {self.loaded.max_seq_length}"
@@ -222,6 +259,21 @@ class Predictor:
         if self._pad_id is None:
             self._pad_id = 0
         self._left = getattr(self.loaded.tokenizer, "padding_side", "right") == "left"
+
+    def _check_quantized(self) -> None:
+        """An int8 mode is judged by an accuracy budget: asking for one without a budget is a usage error
+        (fp tolerances would always reject it)."""
+        if self.budget is not None:
+            return
+        asked = [selection.MODE_NAMES[self.mode]] if self.mode not in ("auto", "eager") else []
+        asked += [m for m in self.candidates if self.explicit_candidates]
+        int8 = [selection.display(m) for m in asked if table.backend(m.partition("+")[0]).quantized]
+        if int8:
+            flag = "--mode" if self.mode not in ("auto", "eager") and int8[0] == self.mode else "--candidates"
+            raise UsageError(
+                f"{flag}: {int8[0]} is int8: state the accuracy it must keep, --min-cosine X (embeddings) or "
+                "--min-agreement X (labels), e.g. 0.99; it is measured row by row against eager fp32"
+            )
 
     # -- batches and mode ----------------------------------------------------------------------------
     def make_inputs(self, features: Sequence[tasks.Feature]) -> Inputs:
@@ -256,6 +308,7 @@ class Predictor:
                 tokens=[len(b) * max(len(features[i]) for i in b) for b in order],
                 rows=len({f.row for f in features}),
                 expected_rows=self.expected_rows,
+                sizes=[len(b) for b in order],
             )
             auto = self.mode == "auto"
             modes = self.candidates if auto else ("eager", selection.MODE_NAMES[self.mode])
@@ -274,6 +327,7 @@ class Predictor:
                 log=self.log,
                 cached=cached,
                 prebuilt=prebuilt,
+                budget=self.budget,
             )
             d = self.decision
             if key and d.cacheable:
@@ -302,13 +356,26 @@ class Predictor:
             if self.mode == "auto" and skipped:
                 why = "; ".join(f"{m}: {selection.NOT_IN_AUTO[m]}" for m in skipped)
                 self.log(f"  not tried ({why}); add them with --candidates")
+            if self.mode == "auto" and self.budget is None:
+                int8 = ", ".join(selection.display(m) for m in table.QUANTIZED_MODES)
+                self.log(f"  not tried ({int8}: int8, only under an accuracy budget: --min-cosine or --min-agreement)")
         if self.verbose >= 0:
             attention = f" ({d.attention} attention)" if d.attention else ""  # a part of the mode that ran
             self.log(f"jitcpu: running {d.name}: {d.reason}{attention}")
+        if d.gate is not None and self.verbose >= 0:
+            self.log(f"jitcpu: accuracy gate ({d.budget.describe() if d.budget else ''}): {d.name} {d.gate.text()}")
+            if d.calibration_rows:
+                self.log(f"jitcpu: {d.name} calibrated on {d.calibration_rows} other rows of this input, set aside")
+            if not (self.budget and self.budget.verify_all):
+                self.log(f"jitcpu: note: {gate.statistical_note(d.gate)}")
         eager = d.built
         if d.mode != "eager":
             eager = backends.build("eager", module, first, d.dtype)
-        self.runner = ModeRunner(d.built, eager, self.log)
+        verifier = None
+        if self.budget is not None and self.budget.verify_all:
+            fp32 = d.built if (d.mode, d.dtype) == ("eager", "fp32") else backends.build("eager", module, first, "fp32")
+            verifier = gate.Verifier(self.budget, fp32.run)
+        self.runner = ModeRunner(d.built, eager, self.log, verifier)
         return d.kept
 
     def _request(self) -> str | None:
@@ -525,6 +592,8 @@ class Predictor:
                 "candidates": list(modes),
                 "dtypes": list(dtypes),
             }
+            if self.budget is not None:  # a choice under one budget says nothing about another
+                settings["budget"] = [self.budget.metric, self.budget.threshold]
             return cache_module.key(self.loaded.path, settings)
         except OSError:
             return None  # an unreadable model file: no cache, the choice runs in full
@@ -599,6 +668,8 @@ class Predictor:
             chosen = [features[i] for i in batch]
             if j in done:  # selection ran this batch in eager fp32 already: its output is the batch's
                 out, ms = done.pop(j)
+                if self.runner is not None and self.runner.verifier is not None:
+                    self.runner.verifier.fp32_rows(len(chosen))
                 summary.latencies_ms.append(ms)
                 summary.batches += 1
                 results, failed = self.task.reduce(out, chosen), {}
@@ -649,9 +720,12 @@ class Predictor:
                     summary.choice_s += self.decision.seconds
                     summary.mode, summary.dtype = self.decision.name.split("/")
                     summary.decision, summary.attention = self.decision.reason, self.decision.attention
+                    summary.gate = self.decision.gate.to_json() if self.decision.gate is not None else None
         finally:
             if self.runner is not None:
                 summary.fallback = self.runner.fallback
+                if self.runner.verifier is not None:
+                    summary.verified = self.runner.verifier.to_json()
                 if summary.fallback:
                     summary.mode = "eager"
             summary.setup_s += setup
@@ -663,6 +737,7 @@ class Predictor:
         if self.decision is not None:
             summary.mode, summary.dtype = self.decision.name.split("/")
             summary.decision, summary.attention = self.decision.reason, self.decision.attention
+            summary.gate = self.decision.gate.to_json() if self.decision.gate is not None else None
         return summary
 
     def predict(self, items: Iterable[Any]) -> Result:

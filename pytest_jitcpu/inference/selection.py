@@ -21,6 +21,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import torch
 
 from .. import backends
@@ -30,6 +31,7 @@ from ..backends.base import Built, Fallback, Unavailable, first_line
 from ..compare import Tolerance, compare
 from ..inputs import Inputs
 from ..settings import MODES, UsageError
+from .gate import Budget, Gate, per_row
 
 # Command-line mode names -> engine modes (`trace` is the Trainer's jit_mode_eval: dict inputs).
 MODE_NAMES: dict[str, str] = table.CLI_NAMES
@@ -46,6 +48,7 @@ FUSION = "onednn"  # the TorchScript variant with oneDNN Graph (LLGA) fusion: `t
 # reference batch of REFERENCE_TOKENS padded tokens (32 rows x 128), the first batch's eager time per
 # token times that. The runs verification and timing add are counted from the batches themselves.
 REFERENCE_TOKENS = 32 * 128
+CALIBRATION_ROWS = 256  # rows of the input set aside for an int8 build's calibration (NNCF's statistics)
 FUSION_COST = 1.0  # the fusion pass compiles oneDNN partitions on the first runs
 
 
@@ -83,11 +86,12 @@ def _fusable(mode: str) -> bool:
     return row.trace and row.module == "trace"
 
 
-def auto_modes() -> tuple[str, ...]:
-    """`auto`'s default candidates: the table's rows marked auto, and the oneDNN-fused variant of a trace."""
+def auto_modes(quantized: bool = False) -> tuple[str, ...]:
+    """`auto`'s default candidates: the table's rows marked auto, and the oneDNN-fused variant of a trace;
+    with ``quantized`` (an accuracy budget was given) the int8 rows too."""
     out: list[str] = []
     for b in table.BACKENDS:
-        if b.auto:
+        if b.auto or (quantized and b.quantized):
             out.append(b.name)
             if _fusable(b.name):
                 out.append(f"{b.name}+{FUSION}")
@@ -109,10 +113,15 @@ class Candidate:
     max_abs_diff: float | None = None
     built: Built | None = None
     ms: float | None = None  # total latency on the timing batches
+    gate: Gate | None = None  # per-row scores against eager fp32 under an accuracy budget
 
     @property
     def name(self) -> str:
         return f"{display(self.mode)}/{self.dtype}"
+
+    @property
+    def quantized(self) -> bool:
+        return table.backend(self.base).quantized
 
     @property
     def base(self) -> str:
@@ -135,6 +144,9 @@ class Decision:
     cacheable: bool = False  # a full auto choice (no candidate skipped for the budget): worth caching
     stale: bool = False  # a cached decision failed on this input and was chosen again
     verified: list[int] = field(default_factory=list)  # the plan's batches each candidate was verified on
+    budget: Budget | None = None  # the accuracy budget every candidate was gated by
+    gate: Gate | None = None  # the pick's per-row scores on the held-back batches (under a budget)
+    calibration_rows: int = 0  # rows set aside for int8 calibration (never measured by the gate)
 
     @property
     def name(self) -> str:
@@ -156,7 +168,9 @@ class Decision:
                 text += f"  {c.ms:8.1f} ms"
                 if baseline:
                     text += f"  {baseline / c.ms:5.2f}x eager"
-            if c.max_abs_diff is not None and c.mode != "eager":
+            if c.gate is not None and c.gate.rows:
+                text += f"  {c.gate.text()}"
+            elif c.max_abs_diff is not None and c.mode != "eager":
                 text += f"  max diff {c.max_abs_diff:.2g}"
             if c.reason:
                 text += f"  ({c.reason})"
@@ -179,11 +193,13 @@ def _onednn_fusion(on: bool) -> Iterator[None]:
         torch.jit.enable_onednn_fusion(before)
 
 
-def build(mode: str, module: torch.nn.Module, inputs: Inputs, dtype: str) -> Built:
+def build(
+    mode: str, module: torch.nn.Module, inputs: Inputs, dtype: str, calibration: Sequence[Inputs] | None = None
+) -> Built:
     """``backends.build``, plus the ``+onednn`` variant of a trace (built and run with the fusion on)."""
     base, _, variant = mode.partition("+")
     if not variant:
-        return backends.build(base, module, inputs, dtype)
+        return backends.build(base, module, inputs, dtype, calibration=calibration)
     with _onednn_fusion(True):
         built = backends.build(base, module, inputs, dtype)
     plain = built.run
@@ -239,10 +255,14 @@ class Plan:
     tokens: Sequence[int]  # padded rows x width of each batch (what eager time is proportional to)
     rows: int  # rows in the window
     expected_rows: int | None = None  # rows in the whole input, when known
+    sizes: Sequence[int] | None = None  # rows (features) in each batch, when known
 
     @property
     def count(self) -> int:
         return len(self.tokens)
+
+    def batch_rows(self, j: int) -> int:
+        return self.sizes[j] if self.sizes is not None else 1
 
 
 def _run_timed(built: Built, inputs: Inputs) -> tuple[Any, float]:
@@ -262,6 +282,7 @@ def choose(
     log: Callable[[str], None] | None = None,
     cached: tuple[str, str] | None = None,
     prebuilt: dict[tuple[str, str], Built] | None = None,
+    budget: Budget | None = None,
 ) -> Decision:
     """Verify ``modes`` x ``dtypes`` (engine names) on real batches of the plan against eager fp32.
 
@@ -270,6 +291,11 @@ def choose(
     only while their expected cost fits the budget (SELECT_SHARE of the estimated eager run). ``prebuilt``:
     (mode, dtype) -> a program loaded from the artifact cache, verified like a build but not built. Otherwise
     ``modes`` is eager plus the one requested mode: it is used if verified, else eager in the same dtype.
+
+    ``budget`` (``--min-cosine``/``--min-agreement``): every candidate is also gated row by row on the
+    verification and timing batches (an int8 one only by the budget, the others by their fp tolerances
+    too); batches neither of those use are set aside for int8 calibration, so the gate never measures a row
+    a build calibrated on.
     """
     start = time.perf_counter()
     kept: dict[int, tuple[Any, float]] = {}
@@ -304,10 +330,12 @@ def choose(
     estimate_s = token_s * sum(plan.tokens) * scale
     budget_s = None if explicit or not timed else SELECT_SHARE * estimate_s
     verify = list(dict.fromkeys([0, plan.count - 1, plan.count // 2]))
+    timing = timing_batches(plan.count, verify)
+    gated = list(dict.fromkeys([*verify, *timing])) if budget is not None else verify
+    calibration = _calibration_batches(plan, gated)
     # a candidate runs the verification batches (batch 0 is the first, and its warm-up) and the timing ones
-    runs_s = token_s * (
-        sum(plan.tokens[j] for j in verify) + sum(plan.tokens[j] for j in timing_batches(plan.count, verify))
-    )
+    # (under a budget twice: the gate measures them before they are timed)
+    runs_s = token_s * (sum(plan.tokens[j] for j in gated) + sum(plan.tokens[j] for j in timing))
 
     given = implementation(module)  # an attention mode switching to it would run the model as it is
     candidates: list[Candidate] = []
@@ -317,6 +345,8 @@ def choose(
                 continue
             if mode.endswith(f"+{FUSION}") and dtype != "fp32":
                 continue  # oneDNN Graph under autocast is not a path torch maintains: fp32 only
+            if table.backend(mode.partition("+")[0]).quantized and dtype != "fp32":
+                continue  # int8 quantizes the fp32 model: one candidate, not one per dtype
             if not timed and mode == "eager":
                 continue  # a requested mode: only it is verified; eager in its dtype is built if it fails
             candidates.append(Candidate(mode, dtype, "pending"))
@@ -338,6 +368,8 @@ def choose(
             c.status, c.reason = "redundant", f"the model already runs {switch} attention: that is eager/{c.dtype}"
             return
         cost_s = _build_cost(c) * unit_s + runs_s
+        if table.backend(c.base).calibrated:
+            cost_s += token_s * sum(plan.tokens[j] for j in calibration)
         if budgeted and budget_s is not None and spent_s() + cost_s > budget_s:
             c.status = "skipped"
             c.reason = (
@@ -345,21 +377,36 @@ def choose(
                 f"({seconds(budget_s)} = {SELECT_SHARE:.0%} of ~{seconds(estimate_s)} in eager)"
             )
             return
+        rows = None
+        if table.backend(c.base).calibrated:
+            if not calibration:
+                c.status = "skipped"
+                c.reason = (
+                    f"not tried: no rows left to set aside for calibration (the {plan.count} batches of this "
+                    "input's first window are all measured by the gate); a longer input or a smaller --batch-size"
+                )
+                return
+            rows = [get(j) for j in calibration]
         try:
             with torch.no_grad():
-                c.built = (prebuilt or {}).get((c.mode, c.dtype)) or build(c.mode, module, get(0), c.dtype)
+                c.built = (prebuilt or {}).get((c.mode, c.dtype)) or build(
+                    c.mode, module, get(0), c.dtype, calibration=rows
+                )
         except (Fallback, Unavailable) as exc:
             c.status, c.reason = ("unavailable" if isinstance(exc, Unavailable) else "fallback"), str(exc)
             return
         except Exception as exc:  # noqa: BLE001 - a mode that cannot be built is a result, not a crash
             c.status, c.reason = "fallback", first_line(exc)
             return
-        _verify(c, reference, get, verify)
+        _verify(c, reference, get, verify, budget, gated)
 
     def decided(pick: Candidate, reason: str, everyone: list[Candidate], **extra: Any) -> Decision:
         assert pick.built is not None
         kept_s = sum(ms for _, ms in kept.values()) / 1000
         total = time.perf_counter() - start
+        if budget is not None and pick.gate is None:
+            pick.gate = _gate_of(pick, reference, get, budget, gated)
+        cal_rows = sum(int(plan.batch_rows(j)) for j in calibration) if pick.built and _calibrated(pick) else 0
         return Decision(
             pick.mode,
             pick.dtype,
@@ -370,6 +417,9 @@ def choose(
             kept,
             kept_s,
             budget_s,
+            budget=budget,
+            gate=pick.gate,
+            calibration_rows=cal_rows,
             **extra,
             verified=verify,
         )
@@ -400,7 +450,7 @@ def choose(
     passing = [base, *(c for c in candidates if c.status == "pass")]
     everyone = [base, *candidates, *([stale] if stale else [])]
     if timed and len(passing) > 1:
-        _time(passing, reference, kept, get, timing_batches(plan.count, verify))
+        _time(passing, reference, kept, get, timing)
         pick = min(passing, key=lambda c: c.ms if c.ms is not None else float("inf"))
         gain = (base.ms or 0.0) / (pick.ms or 1.0)
         if pick is base:
@@ -437,17 +487,34 @@ def choose(
                 pick = Candidate(
                     "eager", target.dtype, "pass", built=backends.build("eager", module, get(0), target.dtype)
                 )
+                if budget is not None:  # the replacement is held to the budget as well (bf16 could miss it)
+                    _verify(pick, reference, get, verify, budget, gated)
+                    if pick.status != "pass":
+                        pick = base
             reason = f"{target.name} is {target.status} ({target.reason}); running {pick.name} instead"
     # Worth remembering only when every candidate had its chance (not cut short by a small input's budget).
     complete = timed and not any(c.status == "skipped" for c in candidates)
     return decided(pick, reason, everyone, cacheable=complete, stale=stale is not None)
 
 
-def _verify(c: Candidate, reference: Callable[[int], Any], get: Callable[[int], Inputs], verify: list[int]) -> None:
+def _verify(
+    c: Candidate,
+    reference: Callable[[int], Any],
+    get: Callable[[int], Inputs],
+    verify: list[int],
+    budget: Budget | None = None,
+    gated: Sequence[int] = (),
+) -> None:
     """Compare a candidate with eager fp32 on real batches of several shapes; a difference rejects it:
-    ``mismatch`` on the first batch, ``diverges`` when it matched there but not on another shape."""
+    ``mismatch`` on the first batch, ``diverges`` when it matched there but not on another shape.
+
+    Under a ``budget`` the candidate also runs the ``gated`` batches and is scored row by row; one that
+    misses the budget is ``mismatch`` with its worst row, p1 and rows covered. An int8 candidate is held to
+    the budget only (fp tolerances are not what int8 can meet); the others to both."""
     tolerance = Tolerance(c.dtype)
-    for k, j in enumerate(verify):
+    scores = []
+    batches = list(dict.fromkeys([*verify, *gated])) if budget is not None else verify
+    for k, j in enumerate(batches):
         ref = reference(j)
         batch = get(j)
         try:
@@ -455,6 +522,14 @@ def _verify(c: Candidate, reference: Callable[[int], Any], get: Callable[[int], 
         except Exception as exc:  # noqa: BLE001 - any failure rejects the mode, with the reason
             c.status, c.reason = "fallback", f"failed on a real batch {batch.describe()}: {first_line(exc)}"
             return
+        if budget is not None:
+            try:
+                scores.append(per_row(budget, ref, out, batch))
+            except (ValueError, RuntimeError) as exc:
+                c.status, c.reason = "mismatch", f"cannot score its outputs against eager's: {first_line(exc)}"
+                return
+        if c.quantized or j not in verify:
+            continue
         result = compare(ref, out, tolerance, allow_float_dtype_change=c.dtype != "fp32")
         if c.max_abs_diff is None or (result.max_abs_diff or 0) > c.max_abs_diff:
             c.max_abs_diff = result.max_abs_diff
@@ -462,7 +537,42 @@ def _verify(c: Candidate, reference: Callable[[int], Any], get: Callable[[int], 
             c.status = "mismatch" if k == 0 else "diverges"
             c.reason = f"differs from eager on a real batch {batch.describe()}: {result.reason}"
             return
+    if budget is not None:
+        c.gate = Gate(budget, np.concatenate(scores) if scores else np.zeros(0))
+        if not c.gate.ok:
+            c.status, c.reason = "mismatch", f"misses {budget.describe()} on held-back rows of this input"
+            return
     c.status = "pass"
+
+
+def _gate_of(
+    c: Candidate, reference: Callable[[int], Any], get: Callable[[int], Inputs], budget: Budget, gated: Sequence[int]
+) -> Gate:
+    """eager fp32 is the reference: its rows score 1 (cosine) or agree; other picks were gated in _verify."""
+    if (c.mode, c.dtype) == ("eager", "fp32"):
+        scores = [per_row(budget, reference(j), reference(j), get(j)) for j in gated]
+        return Gate(budget, np.concatenate(scores) if scores else np.zeros(0))
+    _verify(c, reference, get, [], budget, gated)
+    assert c.gate is not None
+    return c.gate
+
+
+def _calibrated(c: Candidate) -> bool:
+    return table.backend(c.base).calibrated
+
+
+def _calibration_batches(plan: Plan, measured: Sequence[int]) -> list[int]:
+    """Batches of the plan set aside for int8 calibration: none the gate measures, spread over the lengths
+    (every other unmeasured batch, from the longest), up to CALIBRATION_ROWS rows."""
+    free = [j for j in range(plan.count) if j not in measured]
+    picked: list[int] = []
+    rows = 0
+    for j in free[::2] + free[1::2]:
+        if rows >= CALIBRATION_ROWS:
+            break
+        picked.append(j)
+        rows += plan.batch_rows(j)
+    return sorted(picked)
 
 
 def timing_batches(count: int, verify: list[int]) -> list[int]:

@@ -30,6 +30,10 @@ class Summary:
     wall_s: float = 0.0
     batches: int = 0
     latencies_ms: list[float] = field(default_factory=list)
+    # under an accuracy budget: the chosen mode's per-row gate on held-back rows (gate.Gate.to_json), and
+    # with --verify-all what checking every row found (gate.Verifier.to_json)
+    gate: dict[str, Any] | None = None
+    verified: dict[str, Any] | None = None
 
     def skip(self, line: int, reason: str) -> None:
         self.skipped += 1
@@ -74,6 +78,11 @@ class Summary:
             text += f" ({self.attention} attention)"
         if self.fallback:
             text += " (fell back to eager during the run)"
+        if self.gate:
+            text += "; " + gate_text(self.gate)
+        if self.verified:
+            v = self.verified
+            text += f"; --verify-all: {v['rows']} rows checked, {v['recomputed']} recomputed in fp32"
         return text
 
     def notes(self, limit: int = 20) -> list[str]:
@@ -114,7 +123,22 @@ class Summary:
             "batches": self.batches,
             "p50_ms": self.p50_ms,
             "p95_ms": self.p95_ms,
+            "gate": self.gate,
+            "verified": self.verified,
         }
 
     def __str__(self) -> str:
         return self.line()
+
+
+def gate_text(gate: dict[str, Any]) -> str:
+    """The gate in the summary line: metric, worst row, p1 and rows covered."""
+    if gate["metric"] == "cosine":
+        return (
+            f"gate --min-cosine {gate['budget']:g}: worst row {gate['worst']:.4f}, p1 {gate['p1']:.4f} over "
+            f"{gate['rows']} sampled rows"
+        )
+    return (
+        f"gate --min-agreement {gate['budget']:g}: agreement {gate['agreement']:.4f} over {gate['rows']} sampled "
+        f"rows, worst row {gate['worst']:.4f}"
+    )
