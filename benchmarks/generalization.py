@@ -29,8 +29,9 @@ sys.path.insert(0, str(HERE.parent / "tests"))  # the test suite's tiny models, 
 
 import tiny_models as tm  # noqa: E402
 
-from pytest_jitcpu import engine, strategies, variations  # noqa: E402
+from pytest_jitcpu import engine  # noqa: E402
 from pytest_jitcpu.environment import environment  # noqa: E402
+from pytest_jitcpu.search import strategies, variations  # noqa: E402
 from pytest_jitcpu.settings import Settings  # noqa: E402
 
 SETTINGS = Settings(modes=("eager", "trace-dict", "trace-tuple"), dtypes=("fp32",), examples=10, serialize=False)
