@@ -164,6 +164,7 @@ class Search:
         self.model = ctx.model
         self.variations: list[variations.Variation] = []
         self.resized: list[variations.Variation] = []
+        self.drawn: list[Inputs] | None = None  # the inputs a first, derandomized search ran without a divergence
         self.rejected = 0  # variations eager rejected (each is tried once per check, not per mode)
         self.rejected_generated = 0  # generated inputs eager rejected before any search (the probes)
         self.factory: strategies.SizedFactory | None = None
@@ -611,8 +612,21 @@ def _free(
     if found.strategy is None:
         return None, None
     kind = "generate=" if generate is not None else "generated"
+    replayable = generate is None and settings.derandomize
+    if replayable and found.drawn is not None:
+        # A derandomized search draws the same inputs for every (mode, dtype) of a check while none
+        # diverges: run the first search's inputs directly, and search (and shrink) only on a divergence.
+        if not any(isinstance(evaluator(inputs, kind), Divergence) for inputs in found.drawn):
+            return None, None
+        evaluator.found = False  # the search below finds it again, and shrinks it
+    drawn: list[Inputs] = []
+
+    def evaluate(inputs: Inputs) -> Any:
+        drawn.append(inputs)
+        return evaluator(inputs, kind)
+
     try:
-        divergence = search(found.strategy, lambda inputs: evaluator(inputs, kind), settings)
+        divergence = search(found.strategy, evaluate, settings)
     except UsageError:
         raise  # e.g. generate= gave something that is not inputs
     except Unsatisfiable:
@@ -625,6 +639,8 @@ def _free(
         return None, f"the search failed: {first_line(exc)}"
     if divergence is not None:
         divergence.kind = kind
+    elif replayable and found.drawn is None:
+        found.drawn = drawn
     return divergence, None
 
 
