@@ -45,7 +45,7 @@ from .backends.table import NOT_WARMED, ROUND_TRIP_MODES, backend
 from .context import DECIDING, Watch
 from .inputs import Inputs, normalize
 from .record import CheckResult, Record
-from .search import replay, strategies
+from .search import generalize, replay, strategies
 from .settings import Settings
 
 # Every mode runs in the child (tests/test_isolation.py and tests/ipex crash each one there). ONNX
@@ -245,15 +245,7 @@ def _crash_divergence(
     rec.counterexample = strategies.summarize(inputs)
     eager = done.get(("eager", "fp32"))
     rec.domain = eager.domain if eager is not None else None
-    rec.generalization = {
-        "verdict": "tested",
-        "tried": 1,
-        "matched": 0,
-        "rejected_by_eager": 0,
-        "kinds": [],
-        "why_none": None,
-        "diverged_on": "crash",
-    }
+    rec.generalization = generalize.summary("tested", tried=1, diverged_on="crash")
     tolerances = {k: v for k, v in (("atol", job.settings.atol), ("rtol", job.settings.rtol)) if v is not None}
     try:
         rec.replay = replay.snippet(

@@ -129,22 +129,6 @@ class Domain:
         fixed = {n: self.sizes.get(n, r[0]) for n, r in ranges.items() if r[1] <= r[0]}
         return Domain(self.dims, self.declared, varying, fixed, dict(self.sizes))
 
-    def describe(self) -> str:
-        """E.g. ``batch 1..4 (input_ids, attention_mask); seq 1..12; height fixed at 16 (eager rejects other sizes)``."""
-        if not self.dims:
-            return "static: only values vary" + (" (declared dynamic=False)" if self.declared else "")
-        parts = []
-        for name in self.names:
-            where = ", ".join(_key(d.key) for d in self.dims if d.name == name)
-            if name in self.ranges:
-                low, high = self.ranges[name]
-                parts.append(f"{name} {low}..{high} ({where})")
-            elif name in self.fixed:
-                parts.append(f"{name} fixed at {self.fixed[name]} ({where}: eager rejects other sizes)")
-            else:
-                parts.append(f"{name} ({where})")
-        return "; ".join(parts) + (" (declared with dynamic=)" if self.declared else "")
-
     def to_json(self) -> dict[str, Any]:
         """What the record states: the dims per input, the ranges searched, the names eager kept fixed."""
         inputs: dict[str, dict[str, str]] = {}

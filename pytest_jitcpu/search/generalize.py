@@ -364,13 +364,13 @@ def check(ctx: CheckContext, built: Built, rec: Record, tolerance: Tolerance) ->
     ``rec`` becomes ``diverges``. ``rec.generalization`` says what the verdict rests on (:func:`_summary`)."""
     settings = ctx.settings
     if settings.examples <= 0:
-        rec.generalization = _summary("off", why_none="turned off (examples=0)")
+        rec.generalization = summary("off", why_none="turned off (examples=0)")
         return
     if rec.mode not in SEARCHED_MODES:
         why = backend(rec.mode).not_searched
         if why:
             rec.notes.append(f"generalization not searched: {why}")
-            rec.generalization = _summary("not searched", why_none=why)
+            rec.generalization = summary("not searched", why_none=why)
         return
     if ctx.search is None:
         ctx.search = Search(ctx)  # a bad generate= raises UsageError
@@ -385,7 +385,7 @@ def check(ctx: CheckContext, built: Built, rec: Record, tolerance: Tolerance) ->
     same_shapes = _same_shapes_only(ctx, evaluator, divergence)
     tested = evaluator.compared and not same_shapes
     rec.examples = evaluator.compared
-    rec.generalization = _summary(
+    rec.generalization = summary(
         "tested" if tested else "untested",
         tried=evaluator.compared
         + evaluator.rejected
@@ -554,14 +554,14 @@ def _replay(ctx: CheckContext, built: Built, rec: Record, tolerance: Tolerance, 
         return None
 
 
-def _summary(verdict: str, **fields: Any) -> dict[str, Any]:
+def summary(verdict: str, **fields: Any) -> dict[str, Any]:
     """``verdict``: ``tested`` (other valid inputs ran), ``untested`` (the search ran but no other valid
     input could be tried: a pass rests on the example alone), ``off`` (examples=0) or ``not searched``
     (a mode the search does not apply to, e.g. torch.compile). ``tried`` inputs, of which ``matched``
     matched eager and ``rejected_by_eager`` were invalid; ``kinds`` of input that matched
     (:data:`pytest_jitcpu.variations.KINDS`, ``generated``, ``generate=``); ``why_none`` when none ran;
     ``diverged_on``: the kind of input that showed a divergence."""
-    summary: dict[str, Any] = {
+    made: dict[str, Any] = {
         "verdict": verdict,
         "tried": 0,
         "matched": 0,
@@ -570,8 +570,8 @@ def _summary(verdict: str, **fields: Any) -> dict[str, Any]:
         "why_none": None,
         "diverged_on": None,
     }
-    summary.update(fields)
-    return summary
+    made.update(fields)
+    return made
 
 
 def _factory_rejected(found: Search) -> int:
