@@ -313,6 +313,27 @@ BACKENDS: tuple[Backend, ...] = (
         build_cost=14.0,  # the conversion plus NNCF's statistics (the calibration rows' passes come on top)
         fork_unsafe_pool="OpenVINO",
     ),
+    Backend(
+        "openvino-int8-dynamic",
+        "openvino",
+        "build_int8_dynamic",
+        "the `openvino` model with int8 weights (NNCF's `compress_weights`, per channel) and activations "
+        "quantized per token at run time by OpenVINO's CPU plugin (no calibration), fp32 only",
+        cli_names=("openvino-int8-dynamic",),
+        round_trip="openvino",
+        not_searched=_QUANTIZED_NOT_SEARCHED.format("openvino"),
+        package="nncf",
+        import_name="nncf",
+        version_key="nncf",
+        extra="quant",
+        install="pip install 'pytest-jitcpu[quant]'",
+        program="quantized OpenVINO model",
+        quantized=True,
+        dynamic=True,
+        family="runtime",
+        build_cost=9.0,  # the conversion plus compress_weights (no calibration passes)
+        fork_unsafe_pool="OpenVINO",
+    ),
 )
 
 _BY_NAME = {b.name: b for b in BACKENDS}

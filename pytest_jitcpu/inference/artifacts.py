@@ -101,9 +101,10 @@ def _open_openvino(path: Path, meta: dict[str, Any]) -> Runner:
     import openvino as ov
 
     config: dict[str, Any] = {"INFERENCE_NUM_THREADS": int(meta.get("threads") or 1)}
-    precision = (meta.get("options") or {}).get("precision")
-    if precision:
-        config["INFERENCE_PRECISION_HINT"] = precision
+    options = meta.get("options") or {}
+    if options.get("precision"):
+        config["INFERENCE_PRECISION_HINT"] = options["precision"]
+    config.update(options.get("config") or {})  # what the mode compiled with (int8's dynamic quantization)
     core = ov.Core()
     compiled = core.compile_model(core.read_model(str(path)), "CPU", config)
     request = compiled.create_infer_request()
@@ -119,6 +120,9 @@ def _open_openvino(path: Path, meta: dict[str, Any]) -> Runner:
 KINDS: dict[str, Kind] = {
     "onnx": Kind("onnx", "onnxruntime", _save_portable, _open_onnx),
     "openvino": Kind("openvino", "openvino", _save_portable, _open_openvino),
+    "onnx-int8": Kind("onnx-int8", "onnxruntime", _save_portable, _open_onnx),
+    "openvino-int8": Kind("openvino-int8", "openvino", _save_portable, _open_openvino),
+    "openvino-int8-dynamic": Kind("openvino-int8-dynamic", "openvino", _save_portable, _open_openvino),
 }
 
 
