@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import re
 import os
 import subprocess
 import sys
@@ -212,7 +213,11 @@ def test_auto_prepares_a_torch_free_next_run(model, rows, tmp_path):
     cache = tmp_path / "cache"
     first = jitcpu(cache, *run_args(model, rows, tmp_path / "1.jsonl"))
     assert first.returncode == 0, first.stderr
-    assert "prepared the next run" in first.stderr, first.stderr
+    # a few rows: the torch-free candidate is built anyway (for the later runs) and either runs this input
+    # too, when it is the fastest verified mode, or is kept after the output
+    ran = re.search(r"running (openvino|onnx)/", first.stderr)
+    assert ran or "prepared the next run" in first.stderr, first.stderr
+    assert len(entries(cache)) == 1
     modules = tmp_path / "modules.json"
     second = jitcpu(cache, *run_args(model, rows, tmp_path / "2.jsonl"), modules=modules)
     assert second.returncode == 0, second.stderr

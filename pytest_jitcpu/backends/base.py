@@ -90,6 +90,9 @@ class Portable:
     feed: Callable[[Inputs], list[tuple[str, Any]]]
     outputs: Callable[[list[Any]], Any]
     options: dict[str, Any] = field(default_factory=dict)  # how the runtime loads it (threads, precision)
+    # A quantized program's fp32 original, saved the same way (``reference(folder) -> file``): a later run
+    # without torch gates the int8 program's rows against it (None: the program is its own fp reference).
+    reference: Callable[[Path], Path] | None = None
 
 
 def _collapse_tensors(text: str) -> str:

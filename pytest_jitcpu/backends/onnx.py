@@ -246,6 +246,7 @@ def _runnable(
     seen: list[str],
     notes: list[str],
     module: Any = None,
+    original: bytes | None = None,
 ) -> Built:
     """Load ``model_bytes`` in ONNX Runtime's CPU provider: the run, the feed and the portable program
     (``save`` writes those bytes: the file the runtime ran, what an artifact cache keeps)."""
@@ -277,12 +278,15 @@ def _runnable(
     def run(batch: Inputs) -> Any:
         return outputs(session.run(None, dict(feed(batch))))
 
-    def save(folder: Path) -> Path:
+    def save(folder: Path, data: bytes = model_bytes) -> Path:
         path = folder / "model.onnx"
-        path.write_bytes(model_bytes)
+        path.write_bytes(data)
         return path
 
-    portable = Portable("onnxruntime", save, feed, outputs, {"threads": threads})
+    def reference(folder: Path) -> Path:
+        return save(folder, original or b"")
+
+    portable = Portable("onnxruntime", save, feed, outputs, {"threads": threads}, reference if original else None)
     module = model_bytes if module is None else module
     return Built(mode, dtype, run, module=module, warnings=seen, notes=notes, portable=portable)
 
@@ -354,7 +358,8 @@ def build_int8(model: torch.nn.Module, inputs: Inputs, dtype: str, domain: Domai
     try:
         with tempfile.TemporaryDirectory(prefix="jitcpu-int8-") as tmp, captured_warnings([], keep=lambda w: False):
             source, target = Path(tmp) / "fp32.onnx", Path(tmp) / "int8.onnx"
-            source.write_bytes(program.model_proto.SerializeToString())
+            original = program.model_proto.SerializeToString()  # the fp32 model: the int8 one's reference
+            source.write_bytes(original)
             with _quiet_output(), _root_logger_errors_only():
                 quantize_dynamic(source, target, weight_type=QuantType.QInt8, **options)
             model_bytes = target.read_bytes()
@@ -365,4 +370,4 @@ def build_int8(model: torch.nn.Module, inputs: Inputs, dtype: str, domain: Domai
         f"onnx-int8: quantize_dynamic, int8 weights per_channel={options['per_channel']}, "
         f"reduce_range={options['reduce_range']} (this CPU: {cpu})"
     )
-    return _runnable("onnx-int8", dtype, model_bytes, exported, inputs, seen, notes)
+    return _runnable("onnx-int8", dtype, model_bytes, exported, inputs, seen, notes, original=original)

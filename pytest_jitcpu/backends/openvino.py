@@ -189,9 +189,11 @@ def _compiled(
     seen: list[str],
     notes: list[str],
     extra: dict[str, str] | None = None,
+    original: Any = None,
 ) -> Built:
     """Compile ``converted`` for CPU in the dtype's precision: the run, the feed and the portable IR.
-    ``extra``: more CPU plugin properties (kept with the IR: a cached artifact compiles with them too)."""
+    ``extra``: more CPU plugin properties (kept with the IR: a cached artifact compiles with them too).
+    ``original``: the fp32 model ``converted`` was quantized from (saved beside it as its reference)."""
     import openvino as ov
 
     threads = torch.get_num_threads()
@@ -215,15 +217,18 @@ def _compiled(
         result = request.infer([array for _, array in feed(batch)])
         return outputs([result[port] for port in compiled.outputs])
 
-    def save(folder: Path) -> Path:
+    def save(folder: Path, model: Any = converted) -> Path:
         path = folder / "model.xml"
-        ov.save_model(converted, str(path), compress_to_fp16=False)  # fp16 weights would not be what ran
+        ov.save_model(model, str(path), compress_to_fp16=False)  # fp16 weights would not be what ran
         return path
+
+    def reference(folder: Path) -> Path:
+        return save(folder, original)
 
     options: dict[str, Any] = {"threads": threads, "precision": HINTS[dtype]}
     if extra:
         options["config"] = dict(extra)
-    portable = Portable("openvino", save, feed, outputs, options)
+    portable = Portable("openvino", save, feed, outputs, options, reference if original is not None else None)
     return Built(mode, dtype, run, module=converted, warnings=seen, notes=notes, portable=portable)
 
 
@@ -292,6 +297,7 @@ def build_int8(
     seen: list[str] = []
     notes: list[str] = []
     converted, spec, count = _convert(model, inputs, domain, seen, notes)
+    original = converted.clone()  # nncf may rewrite the model in place; the fp32 one is the reference
     batches = list(calibration) if calibration else [inputs]
     feed = _feeder(model, converted, inputs)
     items = [{name: array for name, array in feed(batch.clone())} for batch in batches]
@@ -305,7 +311,7 @@ def build_int8(
     rows = sum(_rows(b) for b in batches)
     source = "rows set aside from the input" if calibration else "the example inputs themselves"
     notes.append(f"openvino-int8: nncf.quantize (transformer preset), calibrated on {rows} rows ({source})")
-    return _compiled("openvino-int8", dtype, model, inputs, quantized, spec, count, seen, notes)
+    return _compiled("openvino-int8", dtype, model, inputs, quantized, spec, count, seen, notes, original=original)
 
 
 # Activations quantized at run time per token, in groups of this many channels (OpenVINO's CPU plugin,
@@ -330,6 +336,7 @@ def build_int8_dynamic(model: torch.nn.Module, inputs: Inputs, dtype: str, domai
     seen: list[str] = []
     notes: list[str] = []
     converted, spec, count = _convert(model, inputs, domain, seen, notes)
+    original = converted.clone()  # compress_weights rewrites the model in place; the fp32 one is the reference
     try:
         with captured_warnings([], keep=lambda w: False), _quiet_nncf():
             compressed = nncf.compress_weights(converted, mode=nncf.CompressWeightsMode.INT8_ASYM)
@@ -340,4 +347,6 @@ def build_int8_dynamic(model: torch.nn.Module, inputs: Inputs, dtype: str, domai
         f"quantized at run time per token in groups of {DYNAMIC_GROUP}"
     )
     extra = {"DYNAMIC_QUANTIZATION_GROUP_SIZE": str(DYNAMIC_GROUP)}
-    return _compiled("openvino-int8-dynamic", dtype, model, inputs, compressed, spec, count, seen, notes, extra)
+    return _compiled(
+        "openvino-int8-dynamic", dtype, model, inputs, compressed, spec, count, seen, notes, extra, original
+    )

@@ -117,6 +117,10 @@ def _open_openvino(path: Path, meta: dict[str, Any]) -> Runner:
     return run
 
 
+# A runtime's opener: how an int8 entry's fp32 reference (saved beside it, same runtime) is loaded.
+OPENERS: dict[str, Callable[[Path, dict[str, Any]], Runner]] = {"onnxruntime": _open_onnx, "openvino": _open_openvino}
+REFERENCE = "reference"  # the sub-folder of an int8 entry holding its fp32 original
+
 KINDS: dict[str, Kind] = {
     "onnx": Kind("onnx", "onnxruntime", _save_portable, _open_onnx),
     "openvino": Kind("openvino", "openvino", _save_portable, _open_openvino),
@@ -244,6 +248,18 @@ class Entry:
     def open(self) -> Runner:
         return KINDS[self.mode].open(self.path, self.meta)
 
+    @property
+    def gated(self) -> bool:
+        """Kept with an fp32 reference to gate it by (a run under an accuracy budget)."""
+        return isinstance(self.meta.get("reference"), dict)
+
+    def open_reference(self) -> Runner:
+        """The fp32 program this entry's rows are gated against without torch (its own file in f32 precision
+        for an fp program, the fp32 original of an int8 one)."""
+        ref = self.meta["reference"]
+        meta = {"threads": self.meta.get("threads"), "options": ref.get("options") or {}}
+        return OPENERS[KINDS[self.mode].runtime](self.folder / str(ref["file"]), meta)
+
     def touch(self) -> None:
         with contextlib.suppress(OSError):
             (self.folder / USED).touch()
@@ -301,9 +317,19 @@ def discard(folder: Path) -> None:
     shutil.rmtree(trash, ignore_errors=True)
 
 
-def store(key: str, built: Any, meta: dict[str, Any], note: Callable[[str], None]) -> Entry | None:
+def store(
+    key: str,
+    built: Any,
+    meta: dict[str, Any],
+    note: Callable[[str], None],
+    reference: dict[str, Any] | None = None,
+) -> Entry | None:
     """Save ``built`` (a mode in KINDS) as the entry for ``key`` with ``meta`` (mode, dtype, domain,
-    verified, ...); returns the entry, or None with a note when the cache cannot be written."""
+    verified, ...); returns the entry, or None with a note when the cache cannot be written.
+
+    ``reference`` (a run under an accuracy budget): how the fp32 program its rows are gated against loads
+    (``{"options": {...}}``); it is saved beside the program (the fp32 original of an int8 one, in
+    ``reference/``; an fp program is its own reference, loaded in f32), and ``meta["reference"]`` says where."""
     kind = KINDS[built.mode]
     base = root()
     tmp: Path | None = None
@@ -311,7 +337,9 @@ def store(key: str, built: Any, meta: dict[str, Any], note: Callable[[str], None
         base.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{key[:12]}-", dir=base))
         path = kind.save(built, tmp)
-        files = {p.name: _digest(p) for p in sorted(tmp.iterdir()) if p.is_file()}
+        if reference is not None:
+            meta = {**meta, "reference": _save_reference(built, path, tmp, reference)}
+        files = {p.relative_to(tmp).as_posix(): _digest(p) for p in sorted(tmp.rglob("*")) if p.is_file()}
         full = {
             **meta,
             "schema": SCHEMA,
@@ -345,6 +373,24 @@ def store(key: str, built: Any, meta: dict[str, Any], note: Callable[[str], None
         return None
 
 
+def _save_reference(built: Any, path: Path, folder: Path, reference: dict[str, Any]) -> dict[str, Any]:
+    save = getattr(built.portable, "reference", None)
+    if save is None:  # an fp program: the same file, loaded with the reference's options (f32)
+        return {**reference, "file": path.name}
+    (folder / REFERENCE).mkdir()
+    return {**reference, "file": Path(save(folder / REFERENCE)).relative_to(folder).as_posix()}
+
+
+def update(entry: Entry, **fields: Any) -> None:
+    """Rewrite ``meta.json`` with ``fields`` changed (None removes one); a failure leaves it as it was."""
+    from ..atomic import write_text
+
+    meta = {k: v for k, v in {**entry.meta, **fields}.items() if v is not None}
+    with contextlib.suppress(OSError):
+        write_text(entry.folder / META, json.dumps(meta, indent=1, default=str))
+        entry.meta = meta
+
+
 def declined(key: str) -> bool:
     """A run for this request already weighed a torch-free artifact and found it would not pay."""
     return (root() / f".declined-{key}").exists()
@@ -360,7 +406,7 @@ def decline(key: str, reason: str) -> None:
 
 
 def _size(folder: Path) -> int:
-    return sum(p.stat().st_size for p in folder.iterdir() if p.is_file())
+    return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
 
 
 def _last_used(folder: Path) -> float:
@@ -401,6 +447,7 @@ def request_options(
     normalize: bool | None,
     candidates: Any,
     threads_requested: int | None,
+    budget: Any = None,
 ) -> dict[str, Any]:
     """The run's options as the request key holds them: the torch-free start and :class:`.runner.Predictor`
     build them from the same arguments, so both find the same entry."""
@@ -416,4 +463,6 @@ def request_options(
         "normalize": normalize,
         "candidates": sorted(set(candidates)) if candidates is not None else None,
         "threads": threads(threads_requested),
+        # a program chosen under one accuracy budget says nothing about another (or about none)
+        "budget": [budget.metric, budget.threshold] if budget is not None else None,
     }

@@ -35,6 +35,30 @@ def length_batches(features: Sequence[Feature], batch_size: int) -> list[list[in
     return [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
 
 
+TIMING_BATCHES = 3
+
+
+def verification_batches(count: int) -> list[int]:
+    """The batches (of a window's ``count`` length-sorted ones) a candidate is verified on: the longest,
+    the shortest and one in the middle."""
+    return list(dict.fromkeys([0, count - 1, count // 2]))
+
+
+def timing_batches(count: int, verify: list[int]) -> list[int]:
+    """Up to TIMING_BATCHES batches around the middle that verification did not run (the run's typical
+    shapes, none seen yet by any candidate); on a small input the verification batches again."""
+    middle = count // 2
+    fresh = sorted((j for j in range(count) if j not in verify), key=lambda j: (abs(j - middle), j))
+    return fresh[:TIMING_BATCHES] or verify[:TIMING_BATCHES]
+
+
+def gated_batches(count: int) -> list[int]:
+    """The batches an accuracy gate scores row by row: the verification and the timing batches (the
+    torch path's selection and the torch-free start measure the same ones)."""
+    verify = verification_batches(count)
+    return list(dict.fromkeys([*verify, *timing_batches(count, verify)]))
+
+
 def pad(
     features: Sequence[Feature], pad_id: int, input_names: Sequence[str], left: bool = False
 ) -> dict[str, torch.Tensor]:

@@ -7,7 +7,10 @@ model costs seconds; this path costs the runtime's load.
 It applies only when everything matches what was verified: feature-extraction, the same request (model
 fingerprint, versions, CPU, options: see :func:`.artifacts.request_key`), an entry marked torch-free (its
 tokenizer gave the same token ids as the model's tokenizer when it was stored), and sequences no longer
-than the verified domain. Anything else returns None *before any output is committed* and the run goes
+than the verified domain. Under an accuracy budget (``--min-cosine``) the entry must have been chosen under
+that budget and kept with its fp32 reference: the first window's gated batches (the ones the torch path's
+gate measures) run in that reference too and are scored row by row before anything is written; a program
+that misses the budget on this input sends the run the normal way. Anything else returns None *before any output is committed* and the run goes
 the normal way (a row longer than the domain found late in the file discards this path's partial output
 file, which was never renamed into place). Nothing in this module imports torch or transformers.
 """
@@ -23,6 +26,7 @@ from typing import Any
 import numpy as np
 
 from . import artifacts, batching, folders, rows, writers
+from .budget import Budget, Gate, cosine_rows, parse_budget, statistical_note
 from .summary import Summary
 
 TASK = "feature-extraction"
@@ -95,6 +99,9 @@ def try_run(args: Any, model: str | None, mode: str, dtype: str | None, log: Cal
         return None
     if task != TASK:
         return None
+    budget = parse_budget(args.min_cosine, args.min_agreement, False)  # the CLI checked the values already
+    if budget is not None and budget.metric != "cosine":
+        return None
     options = artifacts.request_options(
         task,
         mode=mode,
@@ -105,18 +112,21 @@ def try_run(args: Any, model: str | None, mode: str, dtype: str | None, log: Cal
         normalize=args.normalize,
         candidates=args.candidates,
         threads_requested=args.threads,
+        budget=budget,
     )
     try:
         key = artifacts.request_key(path, options)
     except OSError:
         return None
     entry = artifacts.lookup(key, log)
-    if entry is None or not entry.meta.get("torch_free"):
+    if entry is None or not entry.meta.get("torch_free") or (budget is not None and not entry.gated):
         return None
     meta = entry.meta
     try:
         encoder = Encoder(path / meta["tokenizer"], int(meta["max_seq_length"]))
         run = entry.open()
+        gating = _Gating(budget, entry.open_reference()) if budget is not None else None
+        measured = gating
     except Exception as exc:  # noqa: BLE001 - an artifact its runtime refuses is rebuilt the normal way
         log(f"jitcpu: note: the cached {entry.name} could not be loaded ({type(exc).__name__}: {exc}); building again")
         artifacts.discard(entry.folder)
@@ -130,8 +140,9 @@ def try_run(args: Any, model: str | None, mode: str, dtype: str | None, log: Cal
     pad_id, left = int(meta.get("pad_id") or 0), bool(meta.get("left_padding"))
     try:
         for window in batching.windows(rows.read_file(args.input, task, args.input_format), batching.WINDOW_ROWS):
-            for obj in _window(window, encoder, entry, run, names, pad_id, left, args, summary):
+            for obj in _window(window, encoder, entry, run, names, pad_id, left, args, summary, gating):
                 writer.write(obj)
+            gating = None  # the first window's gated batches are the sample, as in the torch path
     except _OutOfDomain as exc:
         writer.abort()
         log(f"jitcpu: {exc}: this input goes the normal way")
@@ -158,6 +169,15 @@ def try_run(args: Any, model: str | None, mode: str, dtype: str | None, log: Cal
             f"jitcpu: ran {meta['display']}/{entry.dtype} from the cache without torch ({entry.describe()}); "
             "--verify checks it against eager again"
         )
+        if measured is not None and measured.gate is not None:
+            ref = meta["reference"]
+            log(
+                f"jitcpu: accuracy gate ({measured.budget.describe()}): {meta['display']}/{entry.dtype} "
+                f"{measured.gate.text()} "
+                f"(against its fp32 reference, run without torch; that was checked against eager fp32 on "
+                f"{ref.get('batches', '?')} batches when kept, worst difference {float(ref.get('worst_diff') or 0):.2g})"
+            )
+            log(f"jitcpu: note: {statistical_note(measured.gate)}")
     for note in summary.notes():
         _err(note)
     if args.summary:
@@ -172,6 +192,27 @@ def try_run(args: Any, model: str | None, mode: str, dtype: str | None, log: Cal
     if args.output != "-":
         _err(f"jitcpu run: wrote {args.output}")
     return 0
+
+
+class _Gating:
+    """The accuracy gate of a run under a budget: the first window's gated batches run in the fp32
+    reference too, and their rows are scored before the window's outputs are written."""
+
+    def __init__(self, budget: Budget, reference: artifacts.Runner) -> None:
+        self.budget = budget
+        self.reference = reference
+        self.scores: list[np.ndarray] = []
+        self.gate: Gate | None = None
+
+    def score(self, arrays: list[np.ndarray], output: np.ndarray) -> None:
+        expected = np.asarray(self.reference(arrays)[0], dtype=np.float32)
+        self.scores.append(cosine_rows(expected, output))
+
+    def close(self, name: str, summary: Summary) -> None:
+        self.gate = Gate(self.budget, np.concatenate(self.scores) if self.scores else np.zeros(0))
+        summary.gate = self.gate.to_json()
+        if not self.gate.ok:
+            raise _OutOfDomain(f"the cached {name} misses {self.budget.describe()} on this input ({self.gate.text()})")
 
 
 class _RowFailed(Exception):
@@ -194,8 +235,11 @@ def _window(
     left: bool,
     args: Any,
     summary: Summary,
+    gating: _Gating | None = None,
 ) -> list[dict[str, Any]]:
-    """One window's outputs in input order, as :meth:`.runner.Predictor._window` makes them."""
+    """One window's outputs in input order, as :meth:`.runner.Predictor._window` makes them; with
+    ``gating``, its gated batches scored against the fp32 reference first (nothing is returned, so nothing
+    is written, when the program misses the budget)."""
     good = [pos for pos, row in enumerate(window) if row.ok]
     for row in window:
         if not row.ok:
@@ -210,14 +254,21 @@ def _window(
     for i in long:
         summary.truncate(window[good[i]].line)
     vectors: dict[int, np.ndarray] = {}
-    for batch in batching.length_batches(ids, args.batch_size):  # type: ignore[arg-type]
+    order = batching.length_batches(ids, args.batch_size)  # type: ignore[arg-type]
+    gated = set(batching.gated_batches(len(order))) if gating is not None else set()
+    for j, batch in enumerate(order):
         padded = _pad([ids[i] for i in batch], [types[i] for i in batch], pad_id, left)
+        arrays = [padded[n] for n in names]
         began = time.perf_counter()
-        out = np.asarray(run([padded[n] for n in names])[0], dtype=np.float32)
+        out = np.asarray(run(arrays)[0], dtype=np.float32)
         summary.latencies_ms.append((time.perf_counter() - began) * 1000)
         summary.batches += 1
+        if j in gated:
+            gating.score(arrays, out)  # type: ignore[union-attr]
         for k, i in enumerate(batch):
             vectors[good[i]] = out[k].copy()
+    if gating is not None:
+        gating.close(f"{entry.meta['display']}/{entry.dtype}", summary)
     outputs = []
     for pos, row in enumerate(window):
         summary.rows += 1

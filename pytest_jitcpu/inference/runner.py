@@ -31,6 +31,7 @@ from .task_table import task_row
 ON_ERROR: tuple[str, ...] = ("fail", "skip")
 RUN_DTYPES: tuple[str, ...] = (*DTYPES, "auto")
 RUNTIME_START_S = 0.5  # a torch-free start: Python, numpy, tokenizers and the runtime, loading the file
+EXAMPLE_ROWS = 2  # rows of the first (longest) batch a runtime mode is converted with
 COUNT_LIMIT = 256 << 20  # count the lines of input files up to this size (larger: effort as for a full window)
 
 
@@ -226,6 +227,8 @@ class Predictor:
             "threads_requested": threads,
         }
         self._sample: list[rows.Row] = []  # the rows the mode was chosen on (the tokenizer check uses them)
+        self._prepared: tuple[str, str] | None = None  # the torch-free candidate built for later runs
+        self._plan: Any = None  # (plan, batches, features) the choice ran on
         self.expected_rows: int | None = None  # rows in the input when known: scales auto's effort
         if threads is not None:
             torch.set_num_threads(_check_int(threads, "--threads", 1))
@@ -309,12 +312,15 @@ class Predictor:
                 rows=len({f.row for f in features}),
                 expected_rows=self.expected_rows,
                 sizes=[len(b) for b in order],
+                example=lambda: self.make_inputs([features[i] for i in order[0][:EXAMPLE_ROWS]]),
             )
             auto = self.mode == "auto"
             modes = self.candidates if auto else ("eager", selection.MODE_NAMES[self.mode])
             key = self._cache_key(modes, dtypes) if auto else None
             request = self._request()
             entry, prebuilt = self._cached_artifact(request, features, modes, dtypes)
+            self._prepared = self._preparing(request, entry)
+            self._plan = (plan, order, features)
             decided = cache_module.get(key) if key and entry is None else None
             cached = (entry.mode, entry.dtype) if entry else (decided["mode"], decided["dtype"]) if decided else None
             self.decision = selection.choose(
@@ -328,6 +334,7 @@ class Predictor:
                 cached=cached,
                 prebuilt=prebuilt,
                 budget=self.budget,
+                always={self._prepared} if self._prepared else None,
             )
             d = self.decision
             if key and d.cacheable:
@@ -382,7 +389,9 @@ class Predictor:
         """The artifact cache's key for this run, or None (cache off, a mode it cannot keep, no model file)."""
         if not self.cache or (self.mode != "auto" and selection.MODE_NAMES[self.mode] not in artifacts.KINDS):
             return None
-        options = artifacts.request_options(self.loaded.task, mode=self.mode, dtype=self.dtype, **self._request_args)
+        options = artifacts.request_options(
+            self.loaded.task, mode=self.mode, dtype=self.dtype, budget=self.budget, **self._request_args
+        )
         try:
             return artifacts.request_key(self.loaded.path, options)
         except OSError:
@@ -427,7 +436,7 @@ class Predictor:
         if (
             eager is not None
             and max_tokens < self.loaded.max_seq_length
-            and self._verify_longest(built, eager, features)
+            and self._verify_longest(built, eager, features, quantized=pick is not None and pick.quantized)
         ):
             max_tokens = self.loaded.max_seq_length
         with models.quiet_transformers():
@@ -456,66 +465,91 @@ class Predictor:
                 "longest_checked": max_tokens,
             },
         }
-        entry = artifacts.store(request, built, meta, self.log)
+        reference = None
+        if self.budget is not None:  # a later run without torch gates this program's rows against fp32
+            meta["budget"] = {"metric": self.budget.metric, "threshold": self.budget.threshold}
+            measured = (pick.gate if pick else None) or d.gate
+            meta["gate"] = measured.to_json() if measured else None
+            reference = {"options": {"precision": "f32"} if built.portable.runtime == "openvino" else {}}
+        entry = artifacts.store(request, built, meta, self.log, reference)
+        if entry is not None and entry.gated:
+            self._check_reference(entry, d, order, features)
         if entry is not None and self.verbose > 0:
             self.log(f"jitcpu: kept {d.name} in the artifact cache for later runs ({entry.folder})")
 
-    def prepare_next(self, import_s: float = 0.0) -> str | None:
-        """After an ``auto`` run whose winner cannot be cached (eager, a trace), or whose input was too
-        small to try the slow-to-build modes: build the one most promising torch-free candidate
-        (OpenVINO in bf16 where the CPU has native BF16, else fp32; ONNX if OpenVINO is missing), verify
-        and time it against this run's modes on the same batches, and keep it when the next run would
-        be faster with it, counting the start it saves (importing torch and loading the model). The
-        cost is paid once, after the output is written; ``JITCPU_PREPARE=off`` skips it. Returns the
-        line it logged. ``import_s``: what importing torch and transformers cost this process."""
-        d = self.decision
-        request = self._request()
+    def _check_reference(
+        self, entry: artifacts.Entry, d: selection.Decision, order: list[list[int]], features: Sequence[tasks.Feature]
+    ) -> None:
+        """The fp32 reference a later run gates this entry by, checked against eager fp32 on the batches this
+        run kept (fp32 tolerance); one that differs is dropped, and that run goes the torch way instead."""
+        from ..compare import Tolerance, compare
+
+        names = list(entry.meta["inputs"])
+        worst = 0.0
+        try:
+            if not d.kept:
+                raise ValueError("no batch of eager fp32's to check it on")
+            run = entry.open_reference()
+            for j, (expected, _) in d.kept.items():
+                batch = self.make_inputs([features[i] for i in order[j]])
+                got = run([batch.kwargs[n].contiguous().numpy() for n in names])  # type: ignore[index]
+                leaves = [torch.from_numpy(np.asarray(a)) for a in got]
+                result = compare(expected, leaves[0] if len(leaves) == 1 else tuple(leaves), Tolerance("fp32"))
+                if not result.ok:
+                    raise ValueError(f"it differs from eager fp32: {result.reason}")
+                worst = max(worst, result.max_abs_diff or 0.0)
+        except Exception as exc:  # noqa: BLE001 - without a sound reference the next run gates with torch
+            self.log(f"jitcpu: note: the fp32 reference kept with {entry.name} is not used ({first_line(exc)})")
+            artifacts.update(entry, reference=None)
+            return
+        artifacts.update(entry, reference={**entry.meta["reference"], "worst_diff": worst, "batches": len(d.kept)})
+
+    def _preparing(self, request: str | None, entry: artifacts.Entry | None) -> tuple[str, str] | None:
+        """The torch-free candidate an ``auto`` run builds whatever this input's size (its cost is paid for
+        the later runs, which start with it without torch): under an accuracy budget the int8 OpenVINO
+        program with dynamic activations, else OpenVINO in bf16 where the CPU has native BF16, else fp32;
+        ONNX if OpenVINO is missing. None when there is nothing to prepare: a cached artifact, a request
+        the cache cannot keep, a task the torch-free start does not run, ``JITCPU_PREPARE=off``, or a
+        request an earlier run found it would not pay for."""
         if (
-            d is None
-            or request is None
+            request is None
+            or entry is not None
             or self.mode != "auto"
             or self.loaded.task != "feature-extraction"
-            or d.mode in artifacts.KINDS
-            or not self._sample
             or os.environ.get("JITCPU_PREPARE", "on").strip().lower() in ("0", "off", "false", "no")
             or artifacts.declined(request)
-            or artifacts.lookup(request, self.log) is not None
         ):
             return None
         dtypes = self._dtypes()
-        options = [
-            (m, t) for m in ("openvino", "onnx") for t in ("bf16", "fp32") if m in self.candidates and t in dtypes
-        ]
-        options = [(m, t) for m, t in options if not selection.missing(m)]
-        if not options:
+        options = [("openvino-int8-dynamic", "fp32")] if self.budget is not None else []
+        options += [(m, t) for m in ("openvino", "onnx") for t in ("bf16", "fp32") if t in dtypes]
+        options = [(m, t) for m, t in options if m in self.candidates and not selection.missing(m)]
+        return options[0] if options else None
+
+    def prepare_next(self, import_s: float = 0.0) -> str | None:
+        """After an ``auto`` run whose winner cannot be cached (eager, a trace): keep the torch-free
+        candidate the choice built anyway (:meth:`_preparing`), verified and timed on the same batches
+        as the winner, when the next run would be faster with it, counting the start it saves (importing
+        torch and loading the model). Saving it costs a fraction of a second, after the output is written;
+        ``JITCPU_PREPARE=off`` skips it. Returns the line it logged. ``import_s``: what importing torch and
+        transformers cost this process."""
+        d = self.decision
+        request = self._request()
+        if d is None or request is None or self._prepared is None or d.mode in artifacts.KINDS:
             return None
-        mode, dtype = options[0]
-        encoded = self.task.encode([r for r in self._sample if r.ok])
-        features = encoded.features
-        order = batching.length_batches(features, self.batch_size)
-        plan = selection.Plan(
-            batch=lambda j: self.make_inputs([features[i] for i in order[j]]),
-            tokens=[len(b) * max(len(features[i]) for i in b) for b in order],
-            rows=len({f.row for f in features}),
-            expected_rows=self.expected_rows,
-        )
-        modes = tuple(dict.fromkeys(("eager", d.mode, mode)))
-        started = time.perf_counter()
-        with models.quiet_transformers():
-            p = selection.choose(
-                self.loaded.module, plan, modes, sorted({d.dtype, dtype, "fp32"}), timed=True, explicit=True
-            )
-        built_s = time.perf_counter() - started
-        new = next((c for c in p.candidates if (c.mode, c.dtype) == (mode, dtype)), None)
-        old = next((c for c in p.candidates if (c.mode, c.dtype) == (d.mode, d.dtype)), None)
-        if new is None or new.status != "pass" or new.ms is None or old is None or old.ms is None:
-            why = f"{new.status}: {new.reason}" if new else "not built"
-            line = f"jitcpu: prepared nothing for the next run: {selection.display(mode)}/{dtype} is {why}"
+        new = next((c for c in d.candidates if (c.mode, c.dtype) == self._prepared), None)
+        old = next((c for c in d.candidates if (c.mode, c.dtype) == (d.mode, d.dtype)), None)
+        if new is None or new.status == "pending" or old is None:
+            return None  # not tried this run (a cached decision was verified instead): a later run may
+        if new.status != "pass" or new.ms is None or old.ms is None:
+            why = f"{new.status}: {new.reason}"
+            line = f"jitcpu: prepared nothing for the next run: {selection.display(self._prepared[0])}/{self._prepared[1]} is {why}"
             artifacts.decline(request, line)
             self.log(line)
             return line
+        plan, order, features = self._plan
         # The next run's time in each: per-token cost from the timing batches, over this input's tokens.
-        timed_tokens = sum(plan.tokens[j] for j in selection.timing_batches(plan.count, p.verified))
+        timed_tokens = sum(plan.tokens[j] for j in batching.timing_batches(plan.count, d.verified))
         scale = (
             sum(plan.tokens) * max(1.0, (self.expected_rows or plan.rows) / max(plan.rows, 1)) / max(timed_tokens, 1)
         )
@@ -529,19 +563,26 @@ class Predictor:
             artifacts.decline(request, line)
             self.log(line)
             return line
-        chosen = selection.Decision(new.mode, new.dtype, new.built, "prepared", p.candidates, verified=p.verified)
+        started = time.perf_counter()
+        chosen = selection.Decision(
+            new.mode, new.dtype, new.built, "prepared", d.candidates, kept=d.kept, verified=d.verified, gate=new.gate
+        )
         self._store(request, chosen, features, order)
         line = (
-            f"jitcpu: prepared the next run in {built_s:.1f} s: {new.name}, verified on this input, ~{new_s:.1f} s "
-            f"without torch vs ~{keep_s:.1f} s for {d.name} with it (JITCPU_PREPARE=off skips this)"
+            f"jitcpu: prepared the next run in {time.perf_counter() - started:.1f} s: {new.name}, verified on this "
+            f"input, ~{new_s:.1f} s without torch vs ~{keep_s:.1f} s for {d.name} with it "
+            "(JITCPU_PREPARE=off skips this)"
         )
         self.log(line)
         return line
 
-    def _verify_longest(self, built: Built, eager: Built, features: Sequence[tasks.Feature]) -> bool:
+    def _verify_longest(
+        self, built: Built, eager: Built, features: Sequence[tasks.Feature], quantized: bool = False
+    ) -> bool:
         """One more check at the full --max-seq-length: the longest rows, their tokens repeated to fill it.
         Passing widens the cached domain to every input this model can take, so a later input with
-        longer rows than this one still rests on a verification."""
+        longer rows than this one still rests on a verification. An int8 program is held to the run's
+        accuracy budget there (fp tolerances are not what int8 meets)."""
         from ..compare import Tolerance, compare
 
         limit = self.loaded.max_seq_length
@@ -558,6 +599,8 @@ class Predictor:
                 reference, out = eager.run(batch.clone()), built.run(batch.clone())
         except Exception:  # noqa: BLE001 - not verified there: the domain stays what was verified
             return False
+        if quantized and self.budget is not None:
+            return gate.Gate(self.budget, gate.per_row(self.budget, reference, out, batch)).ok
         return compare(reference, out, Tolerance(built.dtype), allow_float_dtype_change=built.dtype != "fp32").ok
 
     def _tokenizer_check(self) -> tuple[bool, str | None]:

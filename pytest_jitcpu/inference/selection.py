@@ -17,7 +17,7 @@ from __future__ import annotations
 import contextlib
 import importlib.util
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -31,6 +31,7 @@ from ..backends.base import Built, Fallback, Unavailable, first_line
 from ..compare import Tolerance, compare
 from ..inputs import Inputs
 from ..settings import MODES, UsageError
+from .batching import gated_batches, timing_batches, verification_batches
 from .gate import Budget, Gate, per_row
 
 # Command-line mode names -> engine modes (`trace` is the Trainer's jit_mode_eval: dict inputs).
@@ -41,7 +42,6 @@ RUN_MODES: tuple[str, ...] = ("auto", *MODE_NAMES)
 AUTO_CANDIDATES: tuple[str, ...] = table.AUTO_CANDIDATES
 NOT_IN_AUTO: dict[str, str] = table.NOT_IN_AUTO
 MIN_GAIN = 1.03  # a mode other than the baseline must be at least 3% faster: less is timing noise
-TIMING_BATCHES = 3
 SELECT_SHARE = 0.15  # of the estimated eager run time, what choosing may cost (load and imports come on top)
 FUSION = "onednn"  # the TorchScript variant with oneDNN Graph (LLGA) fusion: `trace+onednn`
 # Expected cost of building a mode and warming it up: its row's build_cost, in eager forward passes of a
@@ -256,6 +256,10 @@ class Plan:
     rows: int  # rows in the window
     expected_rows: int | None = None  # rows in the whole input, when known
     sizes: Sequence[int] | None = None  # rows (features) in each batch, when known
+    # A small batch (a few rows of the first) the runtime modes are converted with: their programs are
+    # dynamic in every dim, and tracing the longest batch of 32 rows for the conversion cost seconds
+    # (OpenVINO's frontend runs it three times). None: the first batch.
+    example: Callable[[], Inputs] | None = None
 
     @property
     def count(self) -> int:
@@ -283,6 +287,7 @@ def choose(
     cached: tuple[str, str] | None = None,
     prebuilt: dict[tuple[str, str], Built] | None = None,
     budget: Budget | None = None,
+    always: Collection[tuple[str, str]] | None = None,
 ) -> Decision:
     """Verify ``modes`` x ``dtypes`` (engine names) on real batches of the plan against eager fp32.
 
@@ -296,6 +301,9 @@ def choose(
     verification and timing batches (an int8 one only by the budget, the others by their fp tolerances
     too); batches neither of those use are set aside for int8 calibration, so the gate never measures a row
     a build calibrated on.
+
+    ``always``: (mode, dtype) pairs tried whatever this input's budget for choosing (the torch-free
+    candidate the run prepares for later runs: its cost is paid for them, not by this input alone).
     """
     start = time.perf_counter()
     kept: dict[int, tuple[Any, float]] = {}
@@ -329,9 +337,9 @@ def choose(
     scale = max(1.0, (plan.expected_rows or plan.rows) / max(plan.rows, 1))
     estimate_s = token_s * sum(plan.tokens) * scale
     budget_s = None if explicit or not timed else SELECT_SHARE * estimate_s
-    verify = list(dict.fromkeys([0, plan.count - 1, plan.count // 2]))
+    verify = verification_batches(plan.count)
     timing = timing_batches(plan.count, verify)
-    gated = list(dict.fromkeys([*verify, *timing])) if budget is not None else verify
+    gated = gated_batches(plan.count) if budget is not None else verify
     calibration = _calibration_batches(plan, gated)
     # a candidate runs the verification batches (batch 0 is the first, and its warm-up) and the timing ones
     # (under a budget twice: the gate measures them before they are timed)
@@ -370,7 +378,12 @@ def choose(
         cost_s = _build_cost(c) * unit_s + runs_s
         if table.backend(c.base).calibrated:
             cost_s += token_s * sum(plan.tokens[j] for j in calibration)
-        if budgeted and budget_s is not None and spent_s() + cost_s > budget_s:
+        if (
+            budgeted
+            and budget_s is not None
+            and (c.mode, c.dtype) not in (always or ())
+            and spent_s() + cost_s > budget_s
+        ):
             c.status = "skipped"
             c.reason = (
                 f"not tried: ~{seconds(cost_s)} to build and verify, over this input's budget for choosing "
@@ -389,8 +402,13 @@ def choose(
             rows = [get(j) for j in calibration]
         try:
             with torch.no_grad():
+                small = plan.example is not None and table.backend(c.base).family == "runtime"
                 c.built = (prebuilt or {}).get((c.mode, c.dtype)) or build(
-                    c.mode, module, get(0), c.dtype, calibration=rows
+                    c.mode,
+                    module,
+                    plan.example() if small else get(0),
+                    c.dtype,
+                    calibration=rows,  # type: ignore[misc]
                 )
         except (Fallback, Unavailable) as exc:
             c.status, c.reason = ("unavailable" if isinstance(exc, Unavailable) else "fallback"), str(exc)
@@ -573,14 +591,6 @@ def _calibration_batches(plan: Plan, measured: Sequence[int]) -> list[int]:
         picked.append(j)
         rows += plan.batch_rows(j)
     return sorted(picked)
-
-
-def timing_batches(count: int, verify: list[int]) -> list[int]:
-    """Up to TIMING_BATCHES batches around the middle that verification did not run (the run's typical
-    shapes, none seen yet by any candidate); on a small input the verification batches again."""
-    middle = count // 2
-    fresh = sorted((j for j in range(count) if j not in verify), key=lambda j: (abs(j - middle), j))
-    return fresh[:TIMING_BATCHES] or verify[:TIMING_BATCHES]
 
 
 def _time(
