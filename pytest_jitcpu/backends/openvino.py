@@ -171,11 +171,29 @@ def _convert(
         raise Fallback(f"forward() returns values that are not tensors ({', '.join(kinds)}); OpenVINO returns tensors")
     try:
         with torch.no_grad(), captured_warnings(seen), quiet_torch_logs(), _quiet_libraries():
-            converted = ov.convert_model(model, example_input=_example(inputs.clone()))
+            converted = _convert_model(model, _example(inputs.clone()))
     except Exception as exc:  # noqa: BLE001 - any conversion failure is a fallback with its reason
         raise Fallback(conversion_reason(exc), seen) from None
     notes.append(_static_dims(converted, domain))
     return converted, spec, len(leaves)
+
+
+def _convert_model(model: torch.nn.Module, example: Any) -> Any:
+    """convert_model of OpenVINO's TorchScript decoder of ``model`` traced on ``example`` without
+    torch.jit.trace's check_trace, which re-runs and re-traces the model to compare the traces (half of a
+    conversion's time on MiniLM; this project verifies the converted program against eager on real
+    inputs instead). Plain ``convert_model`` on an OpenVINO without that decoder."""
+    import openvino as ov
+
+    try:
+        from openvino.frontend.pytorch.ts_decoder import TorchScriptPythonDecoder
+        from openvino.tools.ovc.moc_frontend.pytorch_frontend_utils import prepare_torch_inputs
+    except ImportError:
+        return ov.convert_model(model, example_input=example)
+    decoder = TorchScriptPythonDecoder(
+        model, example_input=prepare_torch_inputs(example), trace_kwargs={"check_trace": False}
+    )
+    return ov.convert_model(decoder)
 
 
 def _compiled(
