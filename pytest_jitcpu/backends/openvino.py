@@ -161,7 +161,6 @@ def _convert(
     model: torch.nn.Module, inputs: Inputs, domain: Domain | None, seen: list[str], notes: list[str]
 ) -> tuple[Any, Any, int]:
     """(converted ov.Model, eager's output structure, its tensor count): convert_model with the example."""
-    import openvino as ov
 
     with torch.no_grad(), captured_warnings([], keep=lambda w: False):
         reference = inputs.clone().call(model)  # the structure the outputs are put back into
