@@ -15,8 +15,8 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import re
 import os
+import re
 import subprocess
 import sys
 import time
@@ -241,3 +241,91 @@ def test_eviction_removes_the_least_recently_used_beyond_the_limit(tmp_path, mon
     assert sorted(p.name for p in root.iterdir()) == ["mid", "new"]
     os.utime(root / "mid" / artifacts.USED)  # used just now: "new" is now the least recent
     assert [p.name for p in artifacts.evict(limit=1500)] == ["new"]
+
+
+BUDGET = ("--min-cosine", "0.9")
+needs_nncf = pytest.mark.skipif(importlib.util.find_spec("nncf") is None, reason="nncf is not installed")
+
+
+@needs_nncf
+def test_a_budget_run_keeps_int8_with_its_fp32_original_and_gates_it_without_torch(model, rows, tmp_path):
+    cache = tmp_path / "cache"
+    first = jitcpu(cache, *run_args(model, rows, tmp_path / "1.jsonl", *BUDGET))
+    assert first.returncode == 0, first.stderr
+    [entry] = entries(cache)
+    meta = json.loads((entry / "meta.json").read_text())
+    # the candidate auto prepares under a budget, whatever the input's size
+    assert meta["mode"] == "openvino-int8-dynamic", first.stderr
+    assert meta["budget"] == {"metric": "cosine", "threshold": 0.9} and meta["gate"]["ok"] is True
+    reference = meta["reference"]
+    assert reference["file"].startswith("reference/") and (entry / reference["file"]).is_file()
+    assert reference["batches"] >= 1 and reference["worst_diff"] < 1e-4  # checked against eager fp32
+
+    modules, summary = tmp_path / "modules.json", tmp_path / "summary.json"
+    args = run_args(model, rows, tmp_path / "2.jsonl", *BUDGET, "--summary", str(summary))
+    second = jitcpu(cache, *args, modules=modules)
+    assert second.returncode == 0, second.stderr
+    assert "from the cache without torch" in second.stderr and json.loads(modules.read_text()) == []
+    line = re.search(
+        r"accuracy gate \(--min-cosine 0\.9\): openvino-int8-dynamic/fp32 worst row cosine ([0-9.]+), "
+        r"p1 [0-9.]+ over (\d+) rows, 0 under 0\.9 \(against its fp32 reference",
+        second.stderr,
+    )
+    assert line, second.stderr
+    gate = json.loads(summary.read_text())["gate"]
+    assert gate["ok"] is True and gate["rows"] == int(line[2]) > 0 and gate["worst"] >= 0.9
+    assert abs(gate["worst"] - float(line[1])) < 1e-4
+    within_budget(tmp_path / "1.jsonl", tmp_path / "2.jsonl", 0.9)
+
+    # a run without the budget, or under another one, is another request: never this int8 program
+    for extra in ((), ("--min-cosine", "0.95")):
+        other = jitcpu(cache, *run_args(model, rows, tmp_path / "3.jsonl", *extra, "--mode", "openvino"))
+        assert other.returncode == 0, other.stderr
+        assert "openvino-int8" not in other.stderr
+
+
+@needs_nncf
+def test_a_cached_int8_program_missing_the_budget_on_this_input_goes_the_torch_way(model, rows, tmp_path):
+    cache = tmp_path / "cache"
+    assert jitcpu(cache, *run_args(model, rows, tmp_path / "1.jsonl", *BUDGET)).returncode == 0
+    [entry] = entries(cache)
+    meta = json.loads((entry / "meta.json").read_text())
+    # an fp32 reference that disagrees with the program (random weights), recorded as intact
+    _scramble(entry / meta["reference"]["file"])
+    for name in meta["files"]:
+        meta["files"][name] = artifacts._digest(entry / name)
+    (entry / "meta.json").write_text(json.dumps(meta))
+    modules = tmp_path / "modules.json"
+    again = jitcpu(cache, *run_args(model, rows, tmp_path / "2.jsonl", *BUDGET), modules=modules)
+    assert again.returncode == 0, again.stderr
+    assert re.search(r"misses --min-cosine 0\.9 on this input \(worst row cosine .*goes the normal way", again.stderr)
+    assert "torch" in json.loads(modules.read_text())  # gated against eager fp32 instead
+    within_budget(tmp_path / "1.jsonl", tmp_path / "2.jsonl", 0.9)
+
+
+def within_budget(a: Path, b: Path, budget: float) -> None:
+    """The same ids in the same order, each row's embeddings at cosine >= budget to the other's."""
+    ids_a, emb_a = read(a)
+    ids_b, emb_b = read(b)
+    assert ids_a == ids_b
+    cosine = (emb_a * emb_b).sum(1) / (np.linalg.norm(emb_a, axis=1) * np.linalg.norm(emb_b, axis=1))
+    assert cosine.min() >= budget
+
+
+def _scramble(xml: Path) -> None:
+    """Replace the float weights of the OpenVINO model at ``xml`` by random ones, in place."""
+    import openvino as ov
+    import openvino.opset13 as ops
+
+    model = ov.Core().read_model(str(xml))
+    rng = np.random.default_rng(0)
+    for op in model.get_ops():
+        if op.get_type_name() == "Constant" and op.get_element_type() == ov.Type.f32:
+            shape = list(op.get_output_shape(0))
+            if int(np.prod(shape)) > 64:
+                op.output(0).replace(ops.constant(rng.standard_normal(shape).astype(np.float32)).output(0))
+    tmp = xml.with_name("scrambled.xml")
+    ov.save_model(model, str(tmp), compress_to_fp16=False)
+    del model
+    tmp.replace(xml)
+    tmp.with_suffix(".bin").replace(xml.with_suffix(".bin"))
