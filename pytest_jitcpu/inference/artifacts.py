@@ -35,7 +35,7 @@ import platform
 import shutil
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
@@ -54,6 +54,8 @@ PACKAGES = ("torch", "transformers", "tokenizers", "onnxruntime", "openvino", "o
 FLAG_PREFIXES = ("avx", "amx", "fma", "sse4", "f16c")
 
 Runner = Callable[[list[Any]], list[Any]]
+# Many batches: (key, arrays) in, (key, outputs, milliseconds) out as they finish (in any order).
+Pipeline = Callable[[Iterable[tuple[Any, list[Any]]]], Iterator[tuple[Any, list[Any], float]]]
 
 
 # -- the per-mode interface --------------------------------------------------------------------------
@@ -65,7 +67,8 @@ class Kind:
     the runtime loads (other files it writes, such as OpenVINO's ``.bin`` or ONNX external data, are kept
     with it). ``open(path, meta)``: load it for ``meta["threads"]`` threads and ``meta["options"]``; return
     ``run(arrays) -> arrays``. ``torch_free``: whether ``open`` and ``run`` need no torch (then
-    :mod:`.fastpath` may run it without importing torch).
+    :mod:`.fastpath` may run it without importing torch). ``pipeline(path, meta)``: a runner of many
+    batches at once (None: one after the other through ``open``'s).
     """
 
     mode: str
@@ -73,6 +76,8 @@ class Kind:
     save: Callable[[Any, Path], Path]
     open: Callable[[Path, dict[str, Any]], Runner]
     torch_free: bool = True
+    # How a whole input's batches run, when the runtime does better than one batch after the other.
+    pipeline: Callable[[Path, dict[str, Any]], Pipeline] | None = None
 
 
 def _save_portable(built: Any, folder: Path) -> Path:
@@ -97,16 +102,20 @@ def _open_onnx(path: Path, meta: dict[str, Any]) -> Runner:
     return run
 
 
-def _open_openvino(path: Path, meta: dict[str, Any]) -> Runner:
-    import openvino as ov
-
+def _openvino_config(meta: dict[str, Any]) -> dict[str, Any]:
     config: dict[str, Any] = {"INFERENCE_NUM_THREADS": int(meta.get("threads") or 1)}
     options = meta.get("options") or {}
     if options.get("precision"):
         config["INFERENCE_PRECISION_HINT"] = options["precision"]
     config.update(options.get("config") or {})  # what the mode compiled with (int8's dynamic quantization)
+    return config
+
+
+def _open_openvino(path: Path, meta: dict[str, Any]) -> Runner:
+    import openvino as ov
+
     core = ov.Core()
-    compiled = core.compile_model(core.read_model(str(path)), "CPU", config)
+    compiled = core.compile_model(core.read_model(str(path)), "CPU", _openvino_config(meta))
     request = compiled.create_infer_request()
     outputs = list(compiled.outputs)
 
@@ -117,16 +126,62 @@ def _open_openvino(path: Path, meta: dict[str, Any]) -> Runner:
     return run
 
 
+def _pipeline_openvino(path: Path, meta: dict[str, Any]) -> Pipeline:
+    """The batches in flight at once, one per thread, each on a stream of its own thread (OpenVINO's
+    throughput mode): a single request splits every small op of a batch over the threads and waits
+    for them; MiniLM's batches of 32 ran 1.25x faster as two single-thread streams on 2 cores (AMD
+    Zen 5, measured side by side)."""
+    import openvino as ov
+
+    threads = int(meta.get("threads") or 1)
+    config = {**_openvino_config(meta), "PERFORMANCE_HINT": "THROUGHPUT", "NUM_STREAMS": str(threads)}
+    core = ov.Core()
+    compiled = core.compile_model(core.read_model(str(path)), "CPU", config)
+    queue = ov.AsyncInferQueue(compiled, threads)
+    count = len(compiled.outputs)
+
+    def pipeline(batches: Iterable[tuple[Any, list[Any]]]) -> Iterator[tuple[Any, list[Any], float]]:
+        done: list[tuple[Any, list[Any], float]] = []
+
+        def finished(request: Any, data: tuple[Any, float]) -> None:  # on OpenVINO's thread
+            key, began = data
+            outputs = [request.get_output_tensor(i).data.copy() for i in range(count)]  # buffers are reused
+            done.append((key, outputs, (time.perf_counter() - began) * 1000))
+
+        queue.set_callback(finished)
+        for key, arrays in batches:
+            queue.start_async(list(arrays), (key, time.perf_counter()))  # waits for an idle request
+            while done:
+                yield done.pop(0)
+        queue.wait_all()
+        while done:
+            yield done.pop(0)
+
+    return pipeline
+
+
+def _sequential(run: Runner) -> Pipeline:
+    def pipeline(batches: Iterable[tuple[Any, list[Any]]]) -> Iterator[tuple[Any, list[Any], float]]:
+        for key, arrays in batches:
+            began = time.perf_counter()
+            outputs = run(arrays)
+            yield key, outputs, (time.perf_counter() - began) * 1000
+
+    return pipeline
+
+
 # A runtime's opener: how an int8 entry's fp32 reference (saved beside it, same runtime) is loaded.
 OPENERS: dict[str, Callable[[Path, dict[str, Any]], Runner]] = {"onnxruntime": _open_onnx, "openvino": _open_openvino}
 REFERENCE = "reference"  # the sub-folder of an int8 entry holding its fp32 original
 
 KINDS: dict[str, Kind] = {
     "onnx": Kind("onnx", "onnxruntime", _save_portable, _open_onnx),
-    "openvino": Kind("openvino", "openvino", _save_portable, _open_openvino),
+    "openvino": Kind("openvino", "openvino", _save_portable, _open_openvino, pipeline=_pipeline_openvino),
     "onnx-int8": Kind("onnx-int8", "onnxruntime", _save_portable, _open_onnx),
-    "openvino-int8": Kind("openvino-int8", "openvino", _save_portable, _open_openvino),
-    "openvino-int8-dynamic": Kind("openvino-int8-dynamic", "openvino", _save_portable, _open_openvino),
+    "openvino-int8": Kind("openvino-int8", "openvino", _save_portable, _open_openvino, pipeline=_pipeline_openvino),
+    "openvino-int8-dynamic": Kind(
+        "openvino-int8-dynamic", "openvino", _save_portable, _open_openvino, pipeline=_pipeline_openvino
+    ),
 }
 
 
@@ -247,6 +302,11 @@ class Entry:
 
     def open(self) -> Runner:
         return KINDS[self.mode].open(self.path, self.meta)
+
+    def pipeline(self) -> Pipeline:
+        """Runs a whole input's batches (several in flight where the runtime gains by it)."""
+        kind = KINDS[self.mode]
+        return kind.pipeline(self.path, self.meta) if kind.pipeline else _sequential(self.open())
 
     @property
     def gated(self) -> bool:

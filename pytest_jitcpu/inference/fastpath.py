@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -124,7 +124,7 @@ def try_run(args: Any, model: str | None, mode: str, dtype: str | None, log: Cal
     meta = entry.meta
     try:
         encoder = Encoder(path / meta["tokenizer"], int(meta["max_seq_length"]))
-        run = entry.open()
+        run = entry.pipeline()
         gating = _Gating(budget, entry.open_reference()) if budget is not None else None
         measured = gating
     except Exception as exc:  # noqa: BLE001 - an artifact its runtime refuses is rebuilt the normal way
@@ -229,7 +229,7 @@ def _window(
     window: list[rows.Row],
     encoder: Encoder,
     entry: artifacts.Entry,
-    run: artifacts.Runner,
+    run: artifacts.Pipeline,
     names: list[str],
     pad_id: int,
     left: bool,
@@ -256,16 +256,23 @@ def _window(
     vectors: dict[int, np.ndarray] = {}
     order = batching.length_batches(ids, args.batch_size)  # type: ignore[arg-type]
     gated = set(batching.gated_batches(len(order))) if gating is not None else set()
-    for j, batch in enumerate(order):
-        padded = _pad([ids[i] for i in batch], [types[i] for i in batch], pad_id, left)
-        arrays = [padded[n] for n in names]
-        began = time.perf_counter()
-        out = np.asarray(run(arrays)[0], dtype=np.float32)
-        summary.latencies_ms.append((time.perf_counter() - began) * 1000)
+    kept: dict[int, list[np.ndarray]] = {}  # the gated batches' inputs, run in the reference after
+
+    def feed() -> Iterator[tuple[int, list[np.ndarray]]]:
+        for j, batch in enumerate(order):
+            padded = _pad([ids[i] for i in batch], [types[i] for i in batch], pad_id, left)
+            arrays = [padded[n] for n in names]
+            if j in gated:
+                kept[j] = arrays
+            yield j, arrays
+
+    for j, outputs, ms in run(feed()):
+        out = np.asarray(outputs[0], dtype=np.float32)
+        summary.latencies_ms.append(ms)
         summary.batches += 1
         if j in gated:
-            gating.score(arrays, out)  # type: ignore[union-attr]
-        for k, i in enumerate(batch):
+            gating.score(kept.pop(j), out)  # type: ignore[union-attr]
+        for k, i in enumerate(order[j]):
             vectors[good[i]] = out[k].copy()
     if gating is not None:
         gating.close(f"{entry.meta['display']}/{entry.dtype}", summary)
