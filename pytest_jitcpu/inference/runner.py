@@ -228,6 +228,7 @@ class Predictor:
         }
         self._sample: list[rows.Row] = []  # the rows the mode was chosen on (the tokenizer check uses them)
         self._prepared: tuple[str, str] | None = None  # the torch-free candidate built for later runs
+        self._prepare = True  # False: a decision for others to run (the Ray driver's), nothing to prepare
         self._plan: Any = None  # (plan, batches, features) the choice ran on
         self.expected_rows: int | None = None  # rows in the input when known: scales auto's effort
         if threads is not None:
@@ -514,6 +515,7 @@ class Predictor:
         if (
             request is None
             or entry is not None
+            or not self._prepare
             or self.mode != "auto"
             or self.loaded.task != "feature-extraction"
             or os.environ.get("JITCPU_PREPARE", "on").strip().lower() in ("0", "off", "false", "no")
@@ -651,6 +653,7 @@ class Predictor:
             raise UsageError("no usable row in the input's first rows to choose a mode on")
         if expected_rows is not None:
             self.expected_rows = expected_rows
+        self._prepare = False  # the actors build the mode themselves; this process runs no later input
         with models.quiet_transformers():
             self._choose(features, batching.length_batches(features, self.batch_size))
         assert self.decision is not None
