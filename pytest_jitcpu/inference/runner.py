@@ -474,25 +474,39 @@ class Predictor:
             reference = {"options": {"precision": "f32"} if built.portable.runtime == "openvino" else {}}
         entry = artifacts.store(request, built, meta, self.log, reference)
         if entry is not None and entry.gated:
-            self._check_reference(entry, d, order, features)
+            self._check_reference(entry, d, eager, order, features)
         if entry is not None and self.verbose > 0:
             self.log(f"jitcpu: kept {d.name} in the artifact cache for later runs ({entry.folder})")
 
     def _check_reference(
-        self, entry: artifacts.Entry, d: selection.Decision, order: list[list[int]], features: Sequence[tasks.Feature]
+        self,
+        entry: artifacts.Entry,
+        d: selection.Decision,
+        eager: Built | None,
+        order: list[list[int]],
+        features: Sequence[tasks.Feature],
     ) -> None:
-        """The fp32 reference a later run gates this entry by, checked against eager fp32 on the batches this
-        run kept (fp32 tolerance); one that differs is dropped, and that run goes the torch way instead."""
+        """The fp32 reference a later run gates this entry by, checked against eager fp32 (fp32 tolerance)
+        on the batches the choice verified on (eager's outputs the run kept, else eager run again); one that
+        differs is dropped, and later runs under the budget go the torch way instead."""
         from ..compare import Tolerance, compare
 
         names = list(entry.meta["inputs"])
         worst = 0.0
+        batches = list(dict.fromkeys([*d.kept, *d.verified]))
         try:
-            if not d.kept:
+            if not batches or (eager is None and not d.kept):
                 raise ValueError("no batch of eager fp32's to check it on")
             run = entry.open_reference()
-            for j, (expected, _) in d.kept.items():
+            for j in batches:
                 batch = self.make_inputs([features[i] for i in order[j]])
+                if j in d.kept:
+                    expected = d.kept[j][0]
+                elif eager is not None:
+                    with torch.no_grad():
+                        expected = eager.run(batch.clone())
+                else:
+                    continue
                 got = run([batch.kwargs[n].contiguous().numpy() for n in names])  # type: ignore[index]
                 leaves = [torch.from_numpy(np.asarray(a)) for a in got]
                 result = compare(expected, leaves[0] if len(leaves) == 1 else tuple(leaves), Tolerance("fp32"))
@@ -503,7 +517,7 @@ class Predictor:
             self.log(f"jitcpu: note: the fp32 reference kept with {entry.name} is not used ({first_line(exc)})")
             artifacts.update(entry, reference=None)
             return
-        artifacts.update(entry, reference={**entry.meta["reference"], "worst_diff": worst, "batches": len(d.kept)})
+        artifacts.update(entry, reference={**entry.meta["reference"], "worst_diff": worst, "batches": len(batches)})
 
     def _preparing(self, request: str | None, entry: artifacts.Entry | None) -> tuple[str, str] | None:
         """The torch-free candidate an ``auto`` run builds whatever this input's size (its cost is paid for
