@@ -81,8 +81,52 @@ def cpu() -> dict[str, Any]:
             name = line.split(":", 1)[1].strip()
         if line.startswith("flags") and not flags:
             flags = set(line.split(":", 1)[1].split())
-    wanted = ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_bf16")
+    wanted = ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_bf16", "amx_int8")
     return {"name": name, "flags": [f for f in wanted if f in flags], "cores": os.cpu_count()}
+
+
+def peer_command(peer_python: str, peer: str, folder: Path, source: Path, out: Path, threads: int) -> list[str]:
+    """The whole process that runs one sentence-transformers configuration (``PEERS``) on ``source``."""
+    return [peer_python, __file__, "--peer", peer, str(folder), str(source), str(out), str(threads)]
+
+
+def prepare_peers(
+    peer_python: str, model: str, folder: Path, env: dict[str, str], peer_model: Path | None = None
+) -> tuple[list[str], list[str]]:
+    """Copy ``model`` to ``folder`` with sentence-transformers' ONNX, int8 and OpenVINO exports (once, not timed;
+    ``peer_model``: a folder this step already wrote, reused). The peers that can run, and notes."""
+    if peer_model is not None:
+        shutil.copytree(peer_model, folder)
+        quantized = next((folder / "onnx").glob("model_qint8_*.onnx")).stem.split("_qint8_")[1]
+        prep = subprocess.CompletedProcess([], 0, quantized, "")
+    else:
+        prep = subprocess.run(
+            [peer_python, __file__, "--peer", "prepare", model, str(folder)],
+            env=env,
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+    if prep.returncode != 0:
+        tail = prep.stderr.strip().splitlines()[-1:] or ["?"]
+        shutil.copytree(model, folder, dirs_exist_ok=True)
+        return ["st-fp32", "st-bf16"], [f"exporting sentence-transformers' ONNX/OpenVINO models failed: {tail[0]}"]
+    return list(PEERS), [f"sentence-transformers ONNX int8: dynamic quantization, {prep.stdout.strip()} config"]
+
+
+def peer_versions(peer_python: str) -> list[str]:
+    """sentence-transformers, transformers and torch versions in the peers' venv."""
+    return subprocess.run(
+        [
+            peer_python,
+            "-c",
+            "import sentence_transformers,transformers,torch;"
+            "print(sentence_transformers.__version__, transformers.__version__, torch.__version__)",
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+    ).stdout.split()
 
 
 def timed(command: list[str], env: dict[str, str]) -> tuple[float, str, int]:
@@ -133,27 +177,7 @@ def main() -> int:
     }
     model = get_model_path()
     folder = work / "st-model"
-    notes: list[str] = []
-    peers = list(PEERS)
-    if args.peer_model is not None:
-        shutil.copytree(args.peer_model, folder)
-        quantized = next((folder / "onnx").glob("model_qint8_*.onnx")).stem.split("_qint8_")[1]
-        prep = subprocess.CompletedProcess([], 0, quantized, "")
-    else:
-        prep = subprocess.run(
-            [args.peer_python, __file__, "--peer", "prepare", model, str(folder)],
-            env=env,
-            capture_output=True,
-            text=True,
-            check=False,
-        )
-    if prep.returncode != 0:
-        tail = prep.stderr.strip().splitlines()[-1:] or ["?"]
-        notes.append(f"exporting sentence-transformers' ONNX/OpenVINO models failed: {tail[0]}")
-        peers = ["st-fp32", "st-bf16"]
-        shutil.copytree(model, folder, dirs_exist_ok=True)
-    else:
-        notes.append(f"sentence-transformers ONNX int8: dynamic quantization, {prep.stdout.strip()} config")
+    peers, notes = prepare_peers(args.peer_python, model, folder, env, args.peer_model)
     jitcpu = [sys.executable, "-m", "pytest_jitcpu.cli", "run", "--mode", "auto", "--batch-size", "32"]
     times: dict[str, list[float]] = {}
     outputs: dict[str, Path] = {}
@@ -203,17 +227,7 @@ def main() -> int:
                 )
         import pytest_jitcpu
 
-        versions = subprocess.run(
-            [
-                args.peer_python,
-                "-c",
-                "import sentence_transformers,transformers,torch;"
-                "print(sentence_transformers.__version__, transformers.__version__, torch.__version__)",
-            ],
-            capture_output=True,
-            text=True,
-            check=False,
-        ).stdout.split()
+        versions = peer_versions(args.peer_python)
         result = {
             "cpu": cpu(),
             "threads": args.threads,
@@ -239,8 +253,7 @@ def main() -> int:
         steps: list[tuple[str, list[str], dict[str, str]]] = []
         for peer in peers:
             out = work / f"{peer}.npy"
-            cmd = [args.peer_python, __file__, "--peer", peer, str(folder), str(source), str(out), str(args.threads)]
-            steps.append((peer, cmd, env))
+            steps.append((peer, peer_command(args.peer_python, peer, folder, source, out, args.threads), env))
         cenv = {**env, "JITCPU_CACHE": "on", "JITCPU_CACHE_DIR": str(cache)}
         steps.append(("jitcpu-first", [*jitcpu, "--input", str(source), "--output", str(work / "j1.npy")], cenv))
         order = steps if r % 2 == 0 else steps[::-1]
@@ -250,16 +263,7 @@ def main() -> int:
         order.append(
             (
                 "example-st-fp32",
-                [
-                    args.peer_python,
-                    __file__,
-                    "--peer",
-                    "st-fp32",
-                    str(folder),
-                    str(example),
-                    str(work / "ex-st.npy"),
-                    str(args.threads),
-                ],
+                peer_command(args.peer_python, "st-fp32", folder, example, work / "ex-st.npy", args.threads),
                 env,
             )
         )
