@@ -332,38 +332,76 @@ def build_int8(
 
 
 # Activations quantized at run time per token, in groups of this many channels (OpenVINO's CPU plugin,
-# for weights NNCF compressed). Measured on all-MiniLM-L6-v2, 3143 real sentences, AMD Zen 5, 2 threads:
-# group 32 (OpenVINO's default) 3.6 s, 64 3.2 s, 128 3.0 s, 384 3.1 s; worst row cosine to fp32 0.9983,
-# 0.9980, 0.9964, 0.9914 (fp32 7.2 s; nncf.quantize's static int8 2.8 s at 0.985). 64 keeps a margin.
+# for matmuls whose weights are int8). Measured on all-MiniLM-L6-v2, 3143 real sentences, AMD Zen 5, 2
+# threads: group 32 (OpenVINO's default) 3.6 s, 64 3.2 s, 128 3.0 s, 384 3.1 s; worst row cosine to fp32
+# 0.9983, 0.9980, 0.9964, 0.9914 (fp32 7.2 s; nncf.quantize's static int8 2.8 s at 0.985). 64 keeps a margin.
 DYNAMIC_GROUP = 64
 
 
+def _int8_weights(model: Any) -> int:
+    """Give every matmul with a 2-D fp32 constant weight int8 weights, in place: asymmetric, per output
+    channel (scale and zero point from the channel's range, 0 included), stored as uint8 and
+    decompressed in the graph (Convert, Subtract the zero point, Multiply by the scale, in f16: the
+    pattern OpenVINO's CPU plugin runs as an int8-weight matmul, and NNCF's compress_weights writes).
+    Returns how many matmuls it changed. Milliseconds where compress_weights took 1.5-2.5 s (MiniLM)."""
+    import numpy as np
+    import openvino as ov
+    import openvino.opset13 as ops
+
+    changed = 0
+    for op in model.get_ordered_ops():
+        if op.get_type_name() != "MatMul":
+            continue
+        weight = op.input_value(1).get_node()
+        if weight.get_type_name() != "Constant" or weight.get_output_element_type(0) != ov.Type.f32:
+            continue
+        data = weight.get_data()
+        if data.ndim != 2:
+            continue
+        by_row = bool(op.get_attributes().get("transpose_b"))  # [out, in]; else [in, out]
+        w = data if by_row else data.T
+        low = np.minimum(w.min(axis=1, keepdims=True), 0.0)
+        high = np.maximum(w.max(axis=1, keepdims=True), 0.0)
+        scale = (high - low) / 255.0
+        scale[scale == 0] = 1.0  # an all-zero channel: any scale gives zeros back
+        zero = np.clip(np.round(-low / scale), 0, 255)
+        q = np.clip(np.round(w / scale) + zero, 0, 255).astype(np.uint8)
+        if not by_row:
+            q, zero, scale = q.T, zero.T, scale.T
+        values = ops.subtract(
+            ops.convert(ops.constant(np.ascontiguousarray(q)), ov.Type.f16),
+            ops.convert(ops.constant(zero.astype(np.uint8)), ov.Type.f16),
+        )
+        weights = ops.convert(ops.multiply(values, ops.constant(scale.astype(np.float16))), ov.Type.f32)
+        op.input(1).replace_source_output(weights.output(0))
+        changed += 1
+    model.validate_nodes_and_infer_types()
+    return changed
+
+
 def build_int8_dynamic(model: torch.nn.Module, inputs: Inputs, dtype: str, domain: Domain | None = None) -> Built:
-    """convert_model, then ``nncf.compress_weights`` (int8 weights, asymmetric, per output channel; no
-    calibration), compiled for CPU with OpenVINO's dynamic quantization: each matmul's activations are
-    quantized to int8 at run time, per token in groups of DYNAMIC_GROUP channels, so no range is fixed
-    in advance from other rows. What is not a weight matmul stays fp32."""
+    """convert_model, then int8 weights (:func:`_int8_weights`; no calibration), compiled for CPU with
+    OpenVINO's dynamic quantization: each such matmul's activations are quantized to int8 at run time,
+    per token in groups of DYNAMIC_GROUP channels, so no range is fixed in advance from other rows. What
+    is not a weight matmul stays fp32."""
     if dtype != "fp32":
         raise Unavailable("int8 modes quantize the fp32 model (what is not int8 stays fp32); check it in fp32")
-    why = nncf_unavailable()
-    if why is not None:
-        raise Unavailable(why)
-    import nncf
-
+    require(dtype, unavailable_reason, bf16_unsupported)
     seen: list[str] = []
     notes: list[str] = []
     converted, spec, count = _convert(model, inputs, domain, seen, notes)
-    original = converted.clone()  # compress_weights rewrites the model in place; the fp32 one is the reference
+    original = converted.clone()  # the weights are rewritten in place; the fp32 model is the reference
     try:
-        with captured_warnings([], keep=lambda w: False), _quiet_nncf():
-            compressed = nncf.compress_weights(converted, mode=nncf.CompressWeightsMode.INT8_ASYM)
-    except Exception as exc:  # noqa: BLE001 - a model NNCF cannot compress is a fallback with the reason
-        raise Fallback(f"nncf.compress_weights failed: {first_line(exc)}", seen) from None
+        changed = _int8_weights(converted)
+    except Exception as exc:  # noqa: BLE001 - a graph the rewrite cannot take is a fallback with the reason
+        raise Fallback(f"int8 weights: {first_line(exc)}", seen) from None
+    if not changed:
+        raise Fallback("no matmul with a constant fp32 weight to quantize: int8 would run the fp32 model", seen)
     notes.append(
-        "openvino-int8-dynamic: nncf.compress_weights (int8 asymmetric weights per channel), activations "
-        f"quantized at run time per token in groups of {DYNAMIC_GROUP}"
+        f"openvino-int8-dynamic: int8 weights (asymmetric, per output channel) in {changed} matmuls, "
+        f"activations quantized at run time per token in groups of {DYNAMIC_GROUP}"
     )
     extra = {"DYNAMIC_QUANTIZATION_GROUP_SIZE": str(DYNAMIC_GROUP)}
     return _compiled(
-        "openvino-int8-dynamic", dtype, model, inputs, compressed, spec, count, seen, notes, extra, original
+        "openvino-int8-dynamic", dtype, model, inputs, converted, spec, count, seen, notes, extra, original
     )
