@@ -487,13 +487,13 @@ class Predictor:
         features: Sequence[tasks.Feature],
     ) -> None:
         """The fp32 reference a later run gates this entry by, checked against eager fp32 (fp32 tolerance)
-        on the batches the choice verified on (eager's outputs the run kept, else eager run again); one that
-        differs is dropped, and later runs under the budget go the torch way instead."""
+        on the batches the choice verified candidates on (eager's outputs the run kept, else eager run
+        again); one that differs is dropped, and later runs under the budget go the torch way instead."""
         from ..compare import Tolerance, compare
 
         names = list(entry.meta["inputs"])
         worst = 0.0
-        batches = list(dict.fromkeys([*d.kept, *d.verified]))
+        batches = list(d.verified) or list(d.kept)  # the longest, shortest and a middle batch
         try:
             if not batches or (eager is None and not d.kept):
                 raise ValueError("no batch of eager fp32's to check it on")
