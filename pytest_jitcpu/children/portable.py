@@ -42,6 +42,7 @@ def _run_openvino(path: str, names: list[str], arrays: list[Any], options: dict[
     config = {"INFERENCE_NUM_THREADS": int(options.get("threads", 1))}
     if options.get("precision"):
         config["INFERENCE_PRECISION_HINT"] = options["precision"]
+    config.update(options.get("config") or {})  # what the mode compiled with (int8's dynamic quantization)
     compiled = ov.Core().compile_model(ov.Core().read_model(path), "CPU", config)
     request = compiled.create_infer_request()
     out: list[Any] = []
