@@ -5,9 +5,10 @@ Started by :mod:`pytest_jitcpu.serialize`, one per ``check`` call, with one requ
 (:mod:`.protocol`). It installs the import blocker before anything else, then checks that ``import
 torch`` really fails. Each job of JOBS (JSON) names the runtime (``onnxruntime`` or ``openvino``), the
 saved file, an ``.npz`` of inputs with their names in the program's input order, the options (threads,
-OpenVINO's precision hint) and where to write the outputs (``.npz``, ``out0`` ... in the program's output
-order). RESULTS (JSON) says, per job, ``ok`` and the output count or the error, which blocked modules got
-loaded anyway (none, or the round trip does not count), and whether ``import torch`` was refused.
+OpenVINO's precision hint and the mode's other compile properties) and where to write the outputs
+(``.npz``, ``out0`` ... in the program's output order). RESULTS (JSON) says, per job, ``ok`` and the
+output count or the error, which blocked modules got loaded anyway (none, or the round trip does not
+count), and whether ``import torch`` was refused.
 """
 
 from __future__ import annotations
@@ -42,6 +43,9 @@ def _run_openvino(path: str, names: list[str], arrays: list[Any], options: dict[
     config = {"INFERENCE_NUM_THREADS": int(options.get("threads", 1))}
     if options.get("precision"):
         config["INFERENCE_PRECISION_HINT"] = options["precision"]
+    # What the mode compiled with besides (openvino-int8-dynamic's group size): without it the CPU plugin
+    # quantizes activations in its default groups, another program than the one that was checked.
+    config.update(options.get("config") or {})
     compiled = ov.Core().compile_model(ov.Core().read_model(path), "CPU", config)
     request = compiled.create_infer_request()
     out: list[Any] = []
