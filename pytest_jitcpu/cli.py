@@ -175,7 +175,8 @@ def build_parser() -> argparse.ArgumentParser:
         "against eager on this input's batches (a mismatch rebuilds it)",
     )
     budget = run.add_argument_group(
-        "accuracy budget (docs/quantization.md): with one, --mode auto also tries int8 (onnx-int8, openvino-int8)"
+        "accuracy budget (docs/quantization.md): with one, --mode auto also tries int8 (onnx-int8, openvino-int8, "
+        "openvino-int8-dynamic)"
     )
     budget.add_argument(
         "--min-cosine",

@@ -13,17 +13,20 @@ import numpy as np
 import pytest
 import torch
 from inference_models import SENTENCES, WORDS, classifier, encoder, mean_pooled
+from plugin_runs import load_json, no_internal_error, schema_errors
 
-from pytest_jitcpu import backends
+from pytest_jitcpu import backends, engine
 from pytest_jitcpu.backends import table
 from pytest_jitcpu.backends.base import Built, Unavailable
+from pytest_jitcpu.children import launch, protocol
 from pytest_jitcpu.inference import Predictor, rows, run, selection
 from pytest_jitcpu.inference.gate import Budget, Gate
-from pytest_jitcpu.settings import parse_modes
+from pytest_jitcpu.inputs import normalize
+from pytest_jitcpu.settings import Settings, parse_modes
 
 pytest_plugins = ["pytester"]
 
-INT8 = ("onnx-int8", "openvino-int8")
+INT8 = ("onnx-int8", "openvino-int8", "openvino-int8-dynamic")
 
 
 @pytest.fixture(scope="module")
@@ -101,14 +104,14 @@ def test_auto_without_a_budget_never_tries_int8(folders, monkeypatch):
     tried = {c.base for c in result.decision.candidates}
     assert not tried & set(INT8) and not set(built) & set(INT8)
     assert result.summary.gate is None and result.decision.gate is None
-    assert any("onnx-int8, openvino-int8: int8, only under an accuracy budget" in line for line in lines)
+    assert any(f"{', '.join(INT8)}: int8, only under an accuracy budget" in line for line in lines)
 
 
 def test_a_budget_tries_int8_and_reports_worst_row_p1_and_rows_covered(folders):
     lines: list[str] = []
     p = Predictor(
         folders["st"], mode="auto", dtype="fp32", batch_size=2, min_cosine=0.5, log=lines.append,
-        candidates="eager,onnx-int8,openvino-int8", cache=False, verbose=1,
+        candidates=",".join(("eager", *INT8)), cache=False, verbose=1,
     )  # fmt: skip
     result = p.predict(distinct_sentences(40))
     by_mode = {c.base: c for c in result.decision.candidates}
@@ -257,7 +260,10 @@ def test_int8_builds_save_a_program_their_runtime_runs_alike(folders, tmp_path, 
     else:
         import openvino as ov
 
-        compiled = ov.Core().compile_model(str(path), "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
+        # as the cache and the round trip do: with the properties the mode compiled it with (the group
+        # size of openvino-int8-dynamic's run-time quantization; without it OpenVINO uses its default)
+        config = {"INFERENCE_PRECISION_HINT": "f32", **built.portable.options.get("config", {})}
+        compiled = ov.Core().compile_model(str(path), "CPU", config)
         theirs = compiled(list(arrays.values()))[compiled.outputs[0]]
     np.testing.assert_allclose(theirs, ours, atol=1e-5)
 
@@ -310,3 +316,94 @@ def test_plugin_int8_mode_meets_the_users_tolerance_and_fails_the_fp32_default(p
     assert 0 < by_test["test_with_a_tolerance"]["max_abs_diff"] <= 0.2 + 0.2 * 10  # int8 error is real, not 0
     failed = by_test["test_with_the_default"]
     assert failed["status"] == "mismatch" and "int8 differs from fp32 by design" in failed["reason"]
+
+
+# -- openvino-int8-dynamic: int8 weights, activations quantized per token at run time ------------------
+def wide_mlp() -> torch.nn.Module:
+    """64 input channels and more: OpenVINO quantizes activations in groups of 64 of them (narrower rows
+    are one group of their own width, which would not tell a group size from another)."""
+    torch.manual_seed(0)
+    return torch.nn.Sequential(torch.nn.Linear(64, 128), torch.nn.ReLU(), torch.nn.Linear(128, 8)).eval()
+
+
+def test_plugin_openvino_int8_dynamic_meets_the_users_tolerance_with_its_note_and_round_trip(pytester):
+    pytester.makepyfile(
+        """
+        import torch
+
+        def test_wide(jitcpu):
+            torch.manual_seed(0)
+            model = torch.nn.Sequential(torch.nn.Linear(64, 128), torch.nn.ReLU(), torch.nn.Linear(128, 8))
+            jitcpu.check(model.eval(), (torch.randn(8, 64),))
+        """
+    )
+    result = pytester.runpytest_subprocess(
+        "-p", "no:cacheprovider", "--jitcpu-examples=0", "--jitcpu-modes=eager,openvino-int8-dynamic",
+        "--jitcpu-dtypes=fp32,bf16", "--jitcpu-atol=0.1", "--jitcpu-rtol=0.1", "--jitcpu-report=out.json", "-rA",
+    )  # fmt: skip
+    result.assert_outcomes(passed=1)
+    no_internal_error(result)
+    report = load_json(pytester.path / "out.json")
+    assert not schema_errors(report)
+    recs = {r["dtype"]: r for r in report["results"] if r["mode"] == "openvino-int8-dynamic"}
+    fp32, bf16 = recs["fp32"], recs["bf16"]
+    assert fp32["status"] == "pass", fp32["reason"]
+    assert fp32["atol"] == 0.1 and 0 < fp32["max_abs_diff"] <= 0.1 + 0.1 * 10  # int8's error is real, not 0
+    note = next(n for n in fp32["notes"] if n.startswith("openvino-int8-dynamic: "))
+    assert "nncf.compress_weights" in note and "per token in groups of 64" in note
+    # the saved IR ran in a Python that cannot import torch, compiled as checked
+    assert fp32["serializable"] is True, fp32["serializable_reason"]
+    assert bf16["status"] == "unavailable" and "check it in fp32" in bf16["reason"]
+
+
+# in-process checks, no search and no round trip: what they test is the verdict
+QUICK = Settings(dtypes=("fp32",), examples=0, serialize=False)
+
+
+def test_openvino_int8_dynamic_fails_fp32s_default_tolerance_and_says_to_state_one():
+    settings = QUICK.updated(modes=["eager", "openvino-int8-dynamic"])
+    rec = engine.check(wide_mlp(), (torch.randn(8, 64),), settings=settings).record("openvino-int8-dynamic")
+    assert rec.status == "mismatch" and "int8 differs from fp32 by design" in rec.reason, rec.reason
+
+
+@pytest.mark.parametrize("mode", ["openvino-int8", "openvino-int8-dynamic"])
+def test_nncf_missing_makes_its_modes_unavailable_with_the_install_hint(mode, monkeypatch):
+    monkeypatch.setitem(sys.modules, "nncf", None)  # import raises ImportError, as when not installed
+    settings = QUICK.updated(modes=["eager", mode], atol=0.1, rtol=0.1)
+    rec = engine.check(wide_mlp(), (torch.randn(8, 64),), settings=settings).record(mode)
+    assert rec.status == "unavailable"
+    assert rec.reason == "nncf is not installed (pip install 'pytest-jitcpu[quant]')"
+
+
+def test_openvino_int8_dynamic_round_trip_without_torch_runs_the_program_that_was_checked(tmp_path):
+    x = torch.randn(8, 64, generator=torch.Generator().manual_seed(1))
+    built = backends.build("openvino-int8-dynamic", wide_mlp(), normalize((x,)), "fp32")
+    assert built.portable is not None and built.portable.options["config"] == {"DYNAMIC_QUANTIZATION_GROUP_SIZE": "64"}
+    path = built.portable.save(tmp_path)
+    feed = built.portable.feed(normalize((x,)))
+    np.savez(tmp_path / "in.npz", **{f"in{i}": a for i, (_, a) in enumerate(feed)})
+    job = {
+        "runtime": built.portable.runtime,
+        "path": str(path),
+        "names": [n for n, _ in feed],
+        "inputs": str(tmp_path / "in.npz"),
+        "outputs": str(tmp_path / "out.npz"),
+        "options": built.portable.options,
+        "runs": 1,
+    }
+    (tmp_path / "jobs.json").write_text(json.dumps([job]), encoding="utf-8")
+    proc = subprocess.run(
+        launch.command("portable"),
+        input=protocol.request(str(tmp_path / "jobs.json"), str(tmp_path / "results.json")),
+        env=launch.environment(), cwd=tmp_path, capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert proc.returncode == 0 and proc.stdout == protocol.DONE + "\n", proc.stderr
+    results = json.loads((tmp_path / "results.json").read_text(encoding="utf-8"))
+    assert results["torch_refused"] is True and results["loaded"] == []
+    assert results["results"] == [{"ok": True, "count": 1}]
+    with np.load(tmp_path / "out.npz") as data:
+        theirs = data["out0"]
+    ours = built.run(normalize((x,))).numpy()
+    # The same program gives the same numbers; OpenVINO's default groups (32) would differ by ~5e-3 here.
+    np.testing.assert_allclose(theirs, ours, atol=1e-6, rtol=1e-6)
+    assert np.abs(ours - wide_mlp()(x).detach().numpy()).max() > 1e-4  # quantized for real
