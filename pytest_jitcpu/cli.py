@@ -12,8 +12,11 @@ import os
 import sys
 from collections.abc import Callable, Sequence
 
+from .backends.table import DISPLAY, QUANTIZED_MODES
 from .inference.task_table import DEFAULT_TASK, TASKS
 from .reports import writers
+
+QUANTIZED = [DISPLAY[m] for m in QUANTIZED_MODES]  # the int8 modes, as --mode names them
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
@@ -175,8 +178,7 @@ def build_parser() -> argparse.ArgumentParser:
         "against eager on this input's batches (a mismatch rebuilds it)",
     )
     budget = run.add_argument_group(
-        "accuracy budget (docs/quantization.md): with one, --mode auto also tries int8 (onnx-int8, openvino-int8, "
-        "openvino-int8-dynamic)"
+        f"accuracy budget (docs/quantization.md): with one, --mode auto also tries int8 ({', '.join(QUANTIZED)})"
     )
     budget.add_argument(
         "--min-cosine",
