@@ -11,10 +11,14 @@ import json
 import os
 import sys
 from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
 
 from .backends.table import DISPLAY, QUANTIZED_MODES
 from .inference.task_table import DEFAULT_TASK, TASKS
 from .reports import writers
+
+if TYPE_CHECKING:  # the annotation only: importing the engine pulls torch in
+    from .inference import Predictor
 
 QUANTIZED = [DISPLAY[m] for m in QUANTIZED_MODES]  # the int8 modes, as --mode names them
 
@@ -345,6 +349,7 @@ def _run(args: argparse.Namespace) -> int:
     from .inference.selection import ModelFailed
 
     import_s = time.perf_counter() - started  # torch and transformers: what a torch-free start saves
+    loading = time.perf_counter()
     predictor = Predictor(
         _model(args),
         args.task,
@@ -365,6 +370,9 @@ def _run(args: argparse.Namespace) -> int:
         verify_all=args.verify_all,
     )
     try:
+        code = _hand_over(args, predictor, loading)
+        if code is not None:
+            return code
         summary = predictor.run(args.input, args.output, args.input_format, args.progress)
     except ModelFailed as exc:
         _err(f"jitcpu run: {exc}; no output written")
@@ -390,6 +398,36 @@ def _run(args: argparse.Namespace) -> int:
     if args.cache is not False:
         predictor.prepare_next(import_s)  # after the output: the next run may start without torch
     return EXIT_OK
+
+
+def _hand_over(args: argparse.Namespace, predictor: Predictor, started: float) -> int | None:
+    """``auto`` on a file: choose on its first window first; when the pick is a program the cache kept for
+    the torch-free start, the rows run through it as the next run will (batches pipelined, numpy padding),
+    faster than torch's loop. None: the normal run goes on (it keeps the choice). ``started``: when the
+    model began loading (the summary's times count from there, as the normal run's do)."""
+    import time
+
+    from .inference import artifacts, fastpath
+
+    if (
+        _mode(args) != "auto"
+        or predictor.loaded.task != fastpath.TASK
+        or not predictor.cache
+        or args.verify
+        or args.verify_all
+        or "-" in (args.input, args.output)
+    ):
+        return None
+    decision = predictor.choose_for(args.input, args.input_format)
+    if decision is None or decision.mode not in artifacts.KINDS:
+        return None
+    handover = fastpath.Handover(
+        decision=decision.reason,
+        gate=decision.gate.to_json() if decision.gate is not None else None,
+        setup_s=time.perf_counter() - started,  # loading the model and choosing (its eager batches included)
+        started=started,
+    )
+    return fastpath.try_run(args, _model(args), _mode(args), _dtype(args), _err, handover=handover)
 
 
 def _check(args: argparse.Namespace) -> int:

@@ -329,3 +329,35 @@ def _scramble(xml: Path) -> None:
     del model
     tmp.replace(xml)
     tmp.with_suffix(".bin").replace(xml.with_suffix(".bin"))
+
+
+def test_a_first_run_runs_its_rows_through_the_program_it_kept(model, rows, tmp_path):
+    """auto on a file chooses on its first window; when the pick is a program the cache keeps (OpenVINO
+    here, timed fastest by tests/cli_fastest.py), the rows run through it as the next run will."""
+    summary = tmp_path / "summary.json"
+    command = [sys.executable, str(HERE / "cli_fastest.py"), *run_args(model, rows, tmp_path / "1.jsonl")]
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
+        "JITCPU_CACHE": "on",
+        "JITCPU_CACHE_DIR": str(tmp_path / "cache"),
+        "OMP_NUM_THREADS": "1",
+        "JITCPU_TEST_FASTEST": "openvino",
+    }
+    first = subprocess.run(
+        [*command, "--candidates", "eager,openvino", "--summary", str(summary), "-v"],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=600,
+    )
+    assert first.returncode == 0, first.stderr
+    assert re.search(r"running openvino/(fp32|bf16): fastest verified mode", first.stderr), first.stderr
+    assert "ran the rows through the openvino/" in first.stderr and "from the cache without torch" not in first.stderr
+    written = json.loads(summary.read_text())
+    assert written["mode"] == "openvino" and written["rows"] == written["ok"] == len(rows.read_text().splitlines())
+    assert written["decision"].startswith("fastest verified mode") and written["wall_s"] >= written["setup_s"] > 0
+    eager = jitcpu(tmp_path / "other", *run_args(model, rows, tmp_path / "2.jsonl", "--mode", "eager"))
+    assert eager.returncode == 0, eager.stderr
+    same_rows(tmp_path / "1.jsonl", tmp_path / "2.jsonl", atol=2e-2 if written["dtype"] == "bf16" else 1e-5)

@@ -20,6 +20,7 @@ from __future__ import annotations
 import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -78,9 +79,31 @@ class _OutOfDomain(Exception):
     pass
 
 
-def try_run(args: Any, model: str | None, mode: str, dtype: str | None, log: Callable[[str], None]) -> int | None:
+@dataclass(frozen=True)
+class Handover:
+    """A run that chose its mode in this process a moment ago (the torch path: eager fp32 the reference)
+    and kept the program in the cache: the rows run through that program here, as a later run would, and
+    the summary says what the choice found."""
+
+    decision: str  # the choice's reason
+    gate: dict[str, Any] | None  # the choice's gate against eager fp32 (under a budget)
+    setup_s: float  # loading the model and choosing, before this path started
+    started: float  # time.perf_counter() when the run started
+
+
+def try_run(
+    args: Any,
+    model: str | None,
+    mode: str,
+    dtype: str | None,
+    log: Callable[[str], None],
+    handover: Handover | None = None,
+) -> int | None:
     """Run ``args`` (the parsed ``jitcpu run``) on a cached torch-free artifact; the exit code, or None
-    when this path does not apply (then nothing was written and the caller runs the normal way)."""
+    when this path does not apply (then nothing was written and the caller runs the normal way).
+
+    ``handover``: the program was chosen and kept by this process just now; it is not gated again (the
+    choice gated it against eager fp32 on these batches) and the log does not repeat the decision."""
     start = time.perf_counter()
     cache_on = args.cache if args.cache is not None else artifacts.decisions.enabled()
     if (
@@ -125,7 +148,7 @@ def try_run(args: Any, model: str | None, mode: str, dtype: str | None, log: Cal
     try:
         encoder = Encoder(path / meta["tokenizer"], int(meta["max_seq_length"]))
         run = entry.pipeline()
-        gating = _Gating(budget, entry.open_reference()) if budget is not None else None
+        gating = _Gating(budget, entry.open_reference()) if budget is not None and handover is None else None
         measured = gating
     except Exception as exc:  # noqa: BLE001 - an artifact its runtime refuses is rebuilt the normal way
         log(f"jitcpu: note: the cached {entry.name} could not be loaded ({type(exc).__name__}: {exc}); building again")
@@ -134,7 +157,9 @@ def try_run(args: Any, model: str | None, mode: str, dtype: str | None, log: Cal
     entry.touch()
     load_s = time.perf_counter() - start
     summary = Summary(task=task, max_seq_length=int(meta["max_seq_length"]), mode=meta["display"], dtype=entry.dtype)
-    summary.decision = f"cached artifact, {entry.describe()}"
+    summary.decision = f"cached artifact, {entry.describe()}" if handover is None else handover.decision
+    if handover is not None:
+        summary.gate = handover.gate
     writer = writers.open_writer(args.output, task)
     names = list(meta["inputs"])
     pad_id, left = int(meta.get("pad_id") or 0), bool(meta.get("left_padding"))
@@ -164,7 +189,14 @@ def try_run(args: Any, model: str | None, mode: str, dtype: str | None, log: Cal
     writer.close()
     summary.setup_s = load_s
     summary.wall_s = time.perf_counter() - start
-    if getattr(args, "verbose", 0) - getattr(args, "quiet", 0) >= 0:  # -q: the final line only
+    if handover is not None:
+        summary.setup_s += handover.setup_s
+        summary.wall_s = time.perf_counter() - handover.started
+        if getattr(args, "verbose", 0) > 0:
+            log(
+                f"jitcpu: ran the rows through the {meta['display']}/{entry.dtype} program as kept, without torch's loop"
+            )
+    elif getattr(args, "verbose", 0) - getattr(args, "quiet", 0) >= 0:  # -q: the final line only
         log(
             f"jitcpu: ran {meta['display']}/{entry.dtype} from the cache without torch ({entry.describe()}); "
             "--verify checks it against eager again"

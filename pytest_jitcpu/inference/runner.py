@@ -657,6 +657,20 @@ class Predictor:
         except OSError:
             return None  # an unreadable model file: no cache, the choice runs in full
 
+    def choose_for(self, input: str | Path, input_format: str | None = None) -> selection.Decision | None:
+        """Choose the mode on the first window of the file ``input``, as :meth:`run` would on its first
+        window (the artifact kept, the later runs prepared); None when the window has no usable row (then
+        :meth:`run` reports it). A later :meth:`run` keeps this choice."""
+        self.expected_rows = rows.count_lines(input, limit_bytes=COUNT_LIMIT)
+        window = list(itertools.islice(rows.read_file(input, self.loaded.task, input_format), self.window))
+        features = self.task.encode([r for r in window if r.ok]).features
+        if not features:
+            return None
+        self._sample = window
+        with models.quiet_transformers():
+            self._choose(features, batching.length_batches(features, self.batch_size))
+        return self.decision
+
     def decide(self, items: Iterable[Any], expected_rows: int | None = None) -> selection.Decision:
         """Choose the mode on a sample of rows (the Ray driver decides once, then hands the mode to its
         actors); ``expected_rows``: rows in the whole input, which scales auto's effort as in one run."""
