@@ -31,6 +31,7 @@ from .budget import Budget, Gate, cosine_rows, parse_budget, statistical_note
 from .summary import Summary
 
 TASK = "feature-extraction"
+COUNT_LIMIT = 256 << 20  # count the input's lines up to this size (larger: a large input)
 
 
 class Encoder:
@@ -147,7 +148,8 @@ def try_run(
     meta = entry.meta
     try:
         encoder = Encoder(path / meta["tokenizer"], int(meta["max_seq_length"]))
-        run = entry.pipeline()
+        lines = rows.count_lines(args.input, limit_bytes=COUNT_LIMIT)  # a fast pass over the bytes
+        run = entry.pipeline(None if lines is None else -(-lines // max(1, int(args.batch_size))))
         gating = _Gating(budget, entry.open_reference()) if budget is not None and handover is None else None
         measured = gating
     except Exception as exc:  # noqa: BLE001 - an artifact its runtime refuses is rebuilt the normal way
