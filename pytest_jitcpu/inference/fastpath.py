@@ -28,6 +28,7 @@ import numpy as np
 
 from . import artifacts, batching, folders, rows, writers
 from .budget import Budget, Gate, cosine_rows, parse_budget, statistical_note
+from .progress import Progress
 from .summary import Summary
 
 TASK = "feature-extraction"
@@ -165,10 +166,15 @@ def try_run(
     writer = writers.open_writer(args.output, task)
     names = list(meta["inputs"])
     pad_id, left = int(meta.get("pad_id") or 0), bool(meta.get("left_padding"))
+    bar = Progress(enabled=getattr(args, "progress", None))  # as the torch path's: on a terminal by default
+    if bar.enabled and lines is not None:
+        header = rows.detect_format(args.input, args.input_format) in ("csv", "tsv")
+        bar.total = max(lines - 1, 0) if header else lines
     try:
         for window in batching.windows(rows.read_file(args.input, task, args.input_format), batching.WINDOW_ROWS):
             for obj in _window(window, encoder, entry, run, names, pad_id, left, args, summary, gating):
                 writer.write(obj)
+            bar.update(len(window))
             gating = None  # the first window's gated batches are the sample, as in the torch path
     except _OutOfDomain as exc:
         writer.abort()
@@ -188,6 +194,8 @@ def try_run(
     except BaseException:
         writer.abort()
         raise
+    finally:
+        bar.close()
     writer.close()
     summary.setup_s = load_s
     summary.wall_s = time.perf_counter() - start
