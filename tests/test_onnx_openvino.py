@@ -9,7 +9,6 @@ cases use hand-written modules built once per module.
 from __future__ import annotations
 
 import ast
-import json
 import subprocess
 import sys
 import warnings
@@ -21,11 +20,12 @@ import pytest
 import tiny_models as tm
 import torch
 from plugin_runs import load_json, records_by_test, run, statuses
+from portable_child import run_in_child
 
 from pytest_jitcpu import backends, engine, environment, serialize
 from pytest_jitcpu.backends import base, onnx, openvino
 from pytest_jitcpu.backends.base import Fallback, Unavailable
-from pytest_jitcpu.children import launch, portable, protocol
+from pytest_jitcpu.children import portable
 from pytest_jitcpu.compare import Tolerance
 from pytest_jitcpu.inputs import normalize
 from pytest_jitcpu.record import Record
@@ -220,37 +220,8 @@ def test_the_round_trip_runs_in_a_child_that_cannot_import_torch(
     mode: str, mlp_built: dict[str, base.Built], tmp_path: Path
 ) -> None:
     built = mlp_built[mode]
-    batch = normalize((tm.features(seed=4),))
-    path = built.portable.save(tmp_path)
-    feed = built.portable.feed(batch)
-    np.savez(tmp_path / "in.npz", **{f"in{i}": a for i, (_, a) in enumerate(feed)})
-    job = {
-        "runtime": built.portable.runtime,
-        "path": str(path),
-        "names": [n for n, _ in feed],
-        "inputs": str(tmp_path / "in.npz"),
-        "outputs": str(tmp_path / "out.npz"),
-        "options": built.portable.options,
-        "runs": 1,
-    }
-    (tmp_path / "jobs.json").write_text(json.dumps([job]), encoding="utf-8")
-    proc = subprocess.run(
-        launch.command("portable"),
-        input=protocol.request(str(tmp_path / "jobs.json"), str(tmp_path / "results.json")),
-        env=launch.environment(),
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-    assert proc.returncode == 0, proc.stderr
-    assert proc.stdout == protocol.DONE + "\n"
-    results = json.loads((tmp_path / "results.json").read_text(encoding="utf-8"))
-    assert results["torch_refused"] is True and results["loaded"] == []
-    assert results["results"] == [{"ok": True, "count": 1}]
-    with np.load(tmp_path / "out.npz") as data:
-        got = torch.from_numpy(data["out0"])
+    [out] = run_in_child(built, normalize((tm.features(seed=4),)), tmp_path)
+    got = torch.from_numpy(out)
     torch.testing.assert_close(got, tm.TinyMLP()(tm.features(seed=4)).detach(), atol=1e-6, rtol=1e-5)
 
 

@@ -14,11 +14,11 @@ import pytest
 import torch
 from inference_models import SENTENCES, WORDS, classifier, encoder, mean_pooled
 from plugin_runs import load_json, no_internal_error, schema_errors
+from portable_child import run_in_child
 
 from pytest_jitcpu import backends, engine
 from pytest_jitcpu.backends import table
 from pytest_jitcpu.backends.base import Built, Unavailable
-from pytest_jitcpu.children import launch, protocol
 from pytest_jitcpu.inference import Predictor, rows, run, selection
 from pytest_jitcpu.inference.gate import Budget, Gate
 from pytest_jitcpu.inputs import normalize
@@ -380,30 +380,7 @@ def test_openvino_int8_dynamic_round_trip_without_torch_runs_the_program_that_wa
     x = torch.randn(8, 64, generator=torch.Generator().manual_seed(1))
     built = backends.build("openvino-int8-dynamic", wide_mlp(), normalize((x,)), "fp32")
     assert built.portable is not None and built.portable.options["config"] == {"DYNAMIC_QUANTIZATION_GROUP_SIZE": "64"}
-    path = built.portable.save(tmp_path)
-    feed = built.portable.feed(normalize((x,)))
-    np.savez(tmp_path / "in.npz", **{f"in{i}": a for i, (_, a) in enumerate(feed)})
-    job = {
-        "runtime": built.portable.runtime,
-        "path": str(path),
-        "names": [n for n, _ in feed],
-        "inputs": str(tmp_path / "in.npz"),
-        "outputs": str(tmp_path / "out.npz"),
-        "options": built.portable.options,
-        "runs": 1,
-    }
-    (tmp_path / "jobs.json").write_text(json.dumps([job]), encoding="utf-8")
-    proc = subprocess.run(
-        launch.command("portable"),
-        input=protocol.request(str(tmp_path / "jobs.json"), str(tmp_path / "results.json")),
-        env=launch.environment(), cwd=tmp_path, capture_output=True, text=True, timeout=120, check=False,
-    )  # fmt: skip
-    assert proc.returncode == 0 and proc.stdout == protocol.DONE + "\n", proc.stderr
-    results = json.loads((tmp_path / "results.json").read_text(encoding="utf-8"))
-    assert results["torch_refused"] is True and results["loaded"] == []
-    assert results["results"] == [{"ok": True, "count": 1}]
-    with np.load(tmp_path / "out.npz") as data:
-        theirs = data["out0"]
+    [theirs] = run_in_child(built, normalize((x,)), tmp_path)
     ours = built.run(normalize((x,))).numpy()
     # The same program gives the same numbers; OpenVINO's default groups (32) would differ by ~5e-3 here.
     np.testing.assert_allclose(theirs, ours, atol=1e-6, rtol=1e-6)
