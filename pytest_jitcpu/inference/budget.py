@@ -150,9 +150,10 @@ def statistical_note(gate: Gate) -> str:
 
 def cosine_rows(reference: np.ndarray, output: np.ndarray) -> np.ndarray:
     """Per row (dim 0): cosine of the row's values (flattened) to the reference's, in float64; identical
-    rows score exactly 1, a row with NaN -1 (as far from the reference as a row can be)."""
-    ref = np.asarray(reference, dtype=np.float64).reshape(len(reference), -1)
-    out = np.asarray(output, dtype=np.float64).reshape(len(output), -1)
+    rows score exactly 1, a row whose values are NaN at most 0 (never near the budget)."""
+    ref, out = np.asarray(reference, dtype=np.float64), np.asarray(output, dtype=np.float64)
+    ref = ref.reshape(len(ref), int(np.prod(ref.shape[1:])))  # explicit width: a batch of 0 rows too
+    out = out.reshape(len(out), int(np.prod(out.shape[1:])))
     if ref.shape != out.shape:
         raise ValueError(f"outputs of shape {out.shape} for the reference's {ref.shape}")
     norms = np.linalg.norm(ref, axis=1) * np.linalg.norm(out, axis=1)
@@ -160,6 +161,7 @@ def cosine_rows(reference: np.ndarray, output: np.ndarray) -> np.ndarray:
         cos = np.where(norms > 0, (ref * out).sum(axis=1) / np.maximum(norms, 1e-300), 0.0)
     both_zero = (np.linalg.norm(ref, axis=1) == 0) & (np.linalg.norm(out, axis=1) == 0)
     cos = np.where(both_zero, 1.0, cos)
-    cos = np.nan_to_num(cos, nan=-1.0)
+    cos = np.nan_to_num(cos, nan=-1.0)  # a NaN output is as far from the reference as a row can be
+    # identical rows come out a rounding step under 1 (0.9999999999999998): that is 1
     cos = np.where(np.abs(1 - cos) < 1e-12, 1.0, cos)
     return np.clip(cos, -1.0, 1.0)

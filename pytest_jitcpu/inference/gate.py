@@ -22,7 +22,7 @@ import torch
 
 from .. import nested
 from ..inputs import Inputs
-from .budget import METRICS, Budget, Gate, check_task, misses, parse_budget, statistical_note
+from .budget import METRICS, Budget, Gate, check_task, cosine_rows, misses, parse_budget, statistical_note
 
 __all__ = [
     "METRICS",
@@ -42,20 +42,13 @@ def _leaves(output: Any) -> list[torch.Tensor]:
 
 
 def _cosine(reference: Any, output: Any) -> np.ndarray:
-    """Per row (dim 0): cosine of the row's values (every output, flattened) to eager fp32's."""
-    ref = torch.cat([t.detach().float().reshape(t.shape[0], -1) for t in _leaves(reference)], dim=1).double()
-    out = torch.cat([t.detach().float().reshape(t.shape[0], -1) for t in _leaves(output)], dim=1).double()
+    """Per row (dim 0): cosine of the row's values (every output, flattened) to eager fp32's
+    (:func:`.budget.cosine_rows`, which the torch-free start scores with too)."""
+    ref = torch.cat([t.detach().float().reshape(t.shape[0], -1) for t in _leaves(reference)], dim=1)
+    out = torch.cat([t.detach().float().reshape(t.shape[0], -1) for t in _leaves(output)], dim=1)
     if ref.shape != out.shape:
         raise ValueError(f"outputs of shape {tuple(out.shape)} for eager's {tuple(ref.shape)}")
-    dot = (ref * out).sum(dim=1)
-    norms = ref.norm(dim=1) * out.norm(dim=1)
-    both_zero = (ref.norm(dim=1) == 0) & (out.norm(dim=1) == 0)
-    cos = torch.where(norms > 0, dot / norms.clamp(min=1e-300), torch.zeros_like(dot))
-    cos = torch.where(both_zero, torch.ones_like(cos), cos)
-    cos = torch.nan_to_num(cos, nan=-1.0)  # a NaN output is as far from eager as a row can be
-    # identical rows come out a rounding step under 1 (0.9999999999999998): that is 1
-    cos = torch.where((1 - cos).abs() < 1e-12, torch.ones_like(cos), cos)
-    return cos.clamp(-1.0, 1.0).numpy()
+    return cosine_rows(ref.numpy(), out.numpy())
 
 
 def _agreement(reference: Any, output: Any, batch: Inputs) -> np.ndarray:
