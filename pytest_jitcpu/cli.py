@@ -426,6 +426,7 @@ def _hand_over(args: argparse.Namespace, predictor: Predictor, started: float) -
         gate=decision.gate.to_json() if decision.gate is not None else None,
         setup_s=time.perf_counter() - started,  # loading the model and choosing (its eager batches included)
         started=started,
+        lines=predictor.expected_rows,  # choose_for counted them
     )
     return fastpath.try_run(args, _model(args), _mode(args), _dtype(args), _err, handover=handover)
 

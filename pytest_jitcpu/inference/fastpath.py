@@ -32,7 +32,6 @@ from .progress import Progress
 from .summary import Summary
 
 TASK = "feature-extraction"
-COUNT_LIMIT = 256 << 20  # count the input's lines up to this size (larger: a large input)
 
 
 class Encoder:
@@ -91,6 +90,7 @@ class Handover:
     gate: dict[str, Any] | None  # the choice's gate against eager fp32 (under a budget)
     setup_s: float  # loading the model and choosing, before this path started
     started: float  # time.perf_counter() when the run started
+    lines: int | None  # the input's lines, counted already (None: not counted, a large input)
 
 
 def try_run(
@@ -149,7 +149,7 @@ def try_run(
     meta = entry.meta
     try:
         encoder = Encoder(path / meta["tokenizer"], int(meta["max_seq_length"]))
-        lines = rows.count_lines(args.input, limit_bytes=COUNT_LIMIT)  # a fast pass over the bytes
+        lines = handover.lines if handover else rows.count_lines(args.input, limit_bytes=rows.COUNT_LIMIT)
         run = entry.pipeline(None if lines is None else -(-lines // max(1, int(args.batch_size))))
         gating = _Gating(budget, entry.open_reference()) if budget is not None and handover is None else None
         measured = gating

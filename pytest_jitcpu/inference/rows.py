@@ -251,6 +251,10 @@ def from_iterable(items: Iterable[Any], task: str) -> Iterator[Row]:
             yield Row(index=i, line=i + 1, error=f"expected a str or a dict, got {type(item).__name__}")
 
 
+# Runs count their input's lines up to this size (a fast pass over the bytes; larger: a large input).
+COUNT_LIMIT = 256 << 20
+
+
 def count_lines(path: str | Path, limit_bytes: int = 1 << 30) -> int | None:
     """Lines in a file (for the progress bar's ETA); None for stdin or files larger than ``limit_bytes``."""
     try:

@@ -32,7 +32,6 @@ ON_ERROR: tuple[str, ...] = ("fail", "skip")
 RUN_DTYPES: tuple[str, ...] = (*DTYPES, "auto")
 RUNTIME_START_S = 0.5  # a torch-free start: Python, numpy, tokenizers and the runtime, loading the file
 EXAMPLE_ROWS = 2  # rows of the first (longest) batch a runtime mode is converted with
-COUNT_LIMIT = 256 << 20  # count the lines of input files up to this size (larger: effort as for a full window)
 
 
 class RowError(Exception):
@@ -661,7 +660,7 @@ class Predictor:
         """Choose the mode on the first window of the file ``input``, as :meth:`run` would on its first
         window (the artifact kept, the later runs prepared); None when the window has no usable row (then
         :meth:`run` reports it). A later :meth:`run` keeps this choice."""
-        self.expected_rows = rows.count_lines(input, limit_bytes=COUNT_LIMIT)
+        self.expected_rows = rows.count_lines(input, limit_bytes=rows.COUNT_LIMIT)
         window = list(itertools.islice(rows.read_file(input, self.loaded.task, input_format), self.window))
         features = self.task.encode([r for r in window if r.ok]).features
         if not features:
@@ -833,7 +832,7 @@ class Predictor:
         source = rows.read_file(input, self.loaded.task, input_format)
         writer = writers.open_writer(output, self.loaded.task)
         # Counting lines is a fast pass over the bytes; it tells auto how much work its choice is for.
-        total = rows.count_lines(input, limit_bytes=COUNT_LIMIT)
+        total = rows.count_lines(input, limit_bytes=rows.COUNT_LIMIT)
         if self.runner is None:
             self.expected_rows = total
         bar = Progress(enabled=progress)
